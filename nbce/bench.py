@@ -1,0 +1,411 @@
+"""Benchmarks: nbce against its memory roofline, scipy/NumPy and PyTorch.
+
+``CASES`` is the one table of what is measured; ``nbce bench`` (this module)
+and the asv suite in ``asv_bench/`` both read it.
+
+The roofline of a function is the cheapest kernel that moves the same bytes:
+a streaming read (row max) of the logits for reductions, a streaming copy
+(read the logits, write an array of the same size) for functions that write
+a full-size result. Every ratio is taken in one run, with the timings of the
+compared implementations interleaved, so slow phases of a shared machine hit
+all of them alike.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numba
+import numpy as np
+import scipy.special
+
+import nbce
+
+from . import _cpu
+
+SHAPES = [(32, 10), (256, 1000), (65536, 1000), (4096, 32000), (1024, 128256)]
+SMALL_SHAPES = SHAPES[:2]
+DTYPES = ["float32", "float64"]
+
+
+@numba.njit(parallel=True)
+def stream_copy(X, out):
+    """Roofline of a full-size result: read X once, write out once."""
+    for n in numba.prange(X.shape[0]):
+        x, o = X[n], out[n]
+        for c in range(x.size):
+            o[c] = x[c]
+
+
+@numba.njit(parallel=True)
+def stream_read(X, out):
+    """Roofline of a row reduction: read X once (row max)."""
+    for n in numba.prange(X.shape[0]):
+        out[n] = _cpu.row_max(X[n])
+
+
+def _scipy_ce_with_grad(x, y):
+    n = np.arange(x.shape[0])
+    log_p = scipy.special.log_softmax(x, axis=-1)
+    grad = np.exp(log_p)
+    grad[n, y] -= 1
+    grad /= x.shape[0]
+    return -log_p[n, y].mean(), grad
+
+
+def _scipy_ce(x, y):
+    return -scipy.special.log_softmax(x, axis=-1)[np.arange(x.shape[0]), y]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+class Case:
+    """One public function: how nbce, the baselines and the roofline run it.
+
+    Each ``make_*`` takes the prepared data ``(x, y, out)`` and returns a
+    zero-argument callable, or None where that implementation does not exist.
+    """
+
+    def __init__(self, name, roofline, nbce_call, scipy_call, torch_call):
+        self.name = name
+        self.roofline = roofline  # "copy" or "read"
+        self._calls = {"nbce": nbce_call, "scipy": scipy_call, "torch": torch_call}
+
+    def bytes_moved(self, n, c, itemsize):
+        return n * c * itemsize * (2 if self.roofline == "copy" else 1)
+
+    def make(self, impl, data):
+        if impl == "roofline":
+            x = data["x"]
+            if self.roofline == "copy":
+                return lambda: stream_copy(x, data["out"])
+            row_out = np.empty(x.shape[0], x.dtype)
+            return lambda: stream_read(x, row_out)
+        call = self._calls[impl]
+        if impl == "torch":
+            torch = _torch()
+            if torch is None:
+                return None
+            return call(torch, data["tx"], data["ty"])
+        return call(data)
+
+
+def _torch_ce_fwd_bwd(torch, tx, ty):
+    def run():
+        x = tx.detach().requires_grad_(True)
+        torch.nn.functional.cross_entropy(x, ty).backward()
+
+    return run
+
+
+CASES = {
+    case.name: case
+    for case in [
+        Case(
+            "cross_entropy_with_grad",
+            "copy",
+            lambda d: lambda: nbce.cross_entropy_with_grad(d["x"], d["y"], out=d["out"]),
+            lambda d: lambda: _scipy_ce_with_grad(d["x"], d["y"]),
+            _torch_ce_fwd_bwd,
+        ),
+        Case(
+            "cross_entropy",
+            "read",
+            lambda d: lambda: nbce.cross_entropy(d["x"], d["y"], reduction="none"),
+            lambda d: lambda: _scipy_ce(d["x"], d["y"]),
+            lambda torch, tx, ty: lambda: torch.nn.functional.cross_entropy(tx, ty, reduction="none"),
+        ),
+        Case(
+            "log_softmax",
+            "copy",
+            lambda d: lambda: nbce.log_softmax(d["x"]),
+            lambda d: lambda: scipy.special.log_softmax(d["x"], axis=-1),
+            lambda torch, tx, ty: lambda: torch.log_softmax(tx, dim=-1),
+        ),
+        Case(
+            "softmax",
+            "copy",
+            lambda d: lambda: nbce.softmax(d["x"]),
+            lambda d: lambda: scipy.special.softmax(d["x"], axis=-1),
+            lambda torch, tx, ty: lambda: torch.softmax(tx, dim=-1),
+        ),
+        Case(
+            "logsumexp",
+            "read",
+            lambda d: lambda: nbce.logsumexp(d["x"]),
+            lambda d: lambda: scipy.special.logsumexp(d["x"], axis=-1),
+            lambda torch, tx, ty: lambda: torch.logsumexp(tx, dim=-1),
+        ),
+    ]
+}
+
+IMPLEMENTATIONS = ["nbce", "roofline", "scipy", "torch"]
+
+
+def make_data(n, c, dtype, seed=0):
+    """Logits (standard normal times 3), class-index targets and a gradient buffer."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c), dtype=np.float32) * 3).astype(dtype, copy=False)
+    y = rng.integers(0, c, n)
+    data = {"x": x, "y": y, "out": np.empty_like(x)}
+    torch = _torch()
+    if torch is not None:
+        data["tx"], data["ty"] = torch.from_numpy(x), torch.from_numpy(y)
+    return data
+
+
+def _repeats(n, c):
+    """Enough calls for a stable minimum without spending minutes on big shapes."""
+    return int(min(200, max(5, 2e7 // (n * c))))
+
+
+def measure(case, n, c, dtype, impls=IMPLEMENTATIONS, repeats=None, budget=20.0):
+    """Best time (s) of each implementation, the calls interleaved round by round.
+
+    An implementation whose single call exceeds ``budget`` seconds is timed once.
+    """
+    data = make_data(n, c, dtype)
+    calls = {impl: case.make(impl, data) for impl in impls}
+    calls = {k: f for k, f in calls.items() if f is not None}
+    best = {}
+    for impl, f in calls.items():  # warm-up: JIT compilation, first-touch of memory
+        t = time.perf_counter()
+        f()
+        best[impl] = time.perf_counter() - t
+    slow = {impl for impl, t in best.items() if t > budget / 10}
+    for _ in range(repeats or _repeats(n, c)):
+        for impl, f in calls.items():
+            if impl in slow:
+                continue
+            t = time.perf_counter()
+            f()
+            best[impl] = min(best[impl], time.perf_counter() - t)
+    return best
+
+
+def run(functions=None, shapes=SHAPES, dtypes=DTYPES, repeats=None, progress=True):
+    """Run every (function, dtype, shape) case; a list of result records."""
+    functions = functions or list(CASES)
+    jobs = [(f, d, s) for f in functions for d in dtypes for s in shapes]
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(numba.get_num_threads())
+    records = []
+    bar = _progress(len(jobs)) if progress else None
+    for fname, dtype, (n, c) in jobs:
+        case = CASES[fname]
+        if bar:
+            bar.update(f"{fname} {dtype} {n}x{c}")
+        best = measure(case, n, c, dtype, repeats=repeats)
+        rec = {"function": fname, "dtype": dtype, "n": n, "c": c, "roofline": case.roofline, "times": best}
+        t = best["nbce"]
+        rec["gb_per_s"] = case.bytes_moved(n, c, np.dtype(dtype).itemsize) / t / 1e9
+        rec["vs_roofline"] = t / best["roofline"]
+        rec["speedup_scipy"] = best["scipy"] / t
+        rec["speedup_torch"] = best["torch"] / t if "torch" in best else None
+        records.append(rec)
+        if bar:
+            bar.advance()
+    if bar:
+        bar.close()
+    return records
+
+
+class _progress:
+    """A rich progress bar on stderr."""
+
+    def __init__(self, total):
+        from rich.progress import Progress
+
+        self._p = Progress(transient=True)
+        self._p.start()
+        self._task = self._p.add_task("bench", total=total)
+
+    def update(self, text):
+        self._p.update(self._task, description=text)
+
+    def advance(self):
+        self._p.advance(self._task)
+
+    def close(self):
+        self._p.stop()
+
+
+def machine():
+    """What the figures were measured on."""
+    import scipy
+
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cores": os.cpu_count(),
+        "numba_threads": numba.get_num_threads(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "nbce": nbce.__version__,
+    }
+    torch = _torch()
+    info["torch"] = torch.__version__ if torch is not None else None
+    return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+COLUMNS = ["function", "dtype", "shape", "nbce", "GB/s", "vs roofline", "vs scipy", "vs torch"]
+
+
+def table_rows(records):
+    """The printed table: one row of strings per record."""
+
+    def speedup(v):
+        return "-" if v is None else f"{v:.1f}x"
+
+    return [
+        [
+            r["function"],
+            r["dtype"],
+            f"{r['n']}x{r['c']}",
+            _fmt_time(r["times"]["nbce"]),
+            f"{r['gb_per_s']:.1f}",
+            f"{r['vs_roofline']:.2f} ({r['roofline']})",
+            speedup(r["speedup_scipy"]),
+            speedup(r["speedup_torch"]),
+        ]
+        for r in records
+    ]
+
+
+def _fmt_time(t):
+    return f"{t * 1e6:.1f} us" if t < 1e-3 else f"{t * 1e3:.2f} ms"
+
+
+def print_table(records):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="nbce bench (best of interleaved runs)")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("function", "dtype", "shape") else "right")
+    for row in table_rows(records):
+        table.add_row(*row)
+    Console().print(table)
+
+
+def markdown(report):
+    """docs/performance.md, from a ``nbce bench --json`` report."""
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `nbce bench --markdown docs/performance.md` (from the same run as its",
+        "`--json` output); do not edit by hand.",
+        "",
+        "## Method",
+        "",
+        "Cross-entropy over many classes is memory-bound: the least any implementation",
+        "can do is read the logits once (forward) and, for the gradient, write one array",
+        "of the same size. Each function is therefore compared with its *roofline*, a",
+        "Numba `prange` kernel moving the same bytes: a streaming read (row max) for",
+        "`cross_entropy(reduction='none')` and `logsumexp`, a streaming copy for",
+        "`cross_entropy_with_grad` (gradient written into a preallocated `out=`),",
+        "`log_softmax` and `softmax` (these two allocate their result, the copy does not).",
+        "All implementations of one case run interleaved, round after round, and the",
+        "best time of each is kept, so ratios are taken under the same machine load.",
+        "`vs roofline` is nbce's time over the roofline's (1.00 = at the memory limit);",
+        "`vs scipy` and `vs torch` are speed-ups of nbce over `scipy.special` and",
+        "PyTorch CPU (forward + `backward()` for `cross_entropy_with_grad`, with the",
+        "same number of threads). GB/s counts the roofline's bytes.",
+        "",
+        "## Machine",
+        "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in report["machine"].items()]
+    lines += ["", "## Results", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "---|" * len(COLUMNS))
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report["records"])]
+    if report.get("plot"):
+        lines += ["", f"![throughput against number of classes]({report['plot']})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(records, path):
+    """Throughput (GB/s of the roofline's bytes) against the number of classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dtypes = sorted({r["dtype"] for r in records})
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        for fname in CASES:
+            recs = sorted((r for r in records if r["function"] == fname and r["dtype"] == dtype), key=lambda r: r["c"])
+            if recs:
+                ax.plot([r["c"] for r in recs], [r["gb_per_s"] for r in recs], marker="o", label=fname)
+        for roof, style in (("copy", ":"), ("read", "--")):
+            recs = sorted((r for r in records if r["roofline"] == roof and r["dtype"] == dtype), key=lambda r: r["c"])
+            if recs:
+                itemsize = np.dtype(dtype).itemsize
+                gbs = [CASES[r["function"]].bytes_moved(r["n"], r["c"], itemsize) / r["times"]["roofline"] / 1e9 for r in recs]
+                ax.plot([r["c"] for r in recs], gbs, "k" + style, label=f"streaming {roof}")
+        ax.set_xscale("log")
+        ax.set_xlabel("number of classes C")
+        ax.set_ylabel("GB/s")
+        ax.set_title(f"nbce, {dtype}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="nbce bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--functions", nargs="+", choices=list(CASES), help="functions to measure (default: all)")
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=DTYPES)
+    parser.add_argument("--quick", action="store_true", help=f"only the small shapes {SMALL_SHAPES}")
+    parser.add_argument("--shapes", nargs="+", metavar="NxC", help="shapes such as 4096x32000")
+    parser.add_argument("--repeat", type=int, help="interleaved rounds per case (default: by size)")
+    parser.add_argument("--json", metavar="FILE", help="write the records and machine info as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="plot throughput against number of classes")
+    parser.add_argument("--markdown", metavar="FILE.md", help="write the performance page")
+    args = parser.parse_args(argv)
+
+    shapes = SMALL_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes]
+    records = run(args.functions, shapes, args.dtypes, repeats=args.repeat)
+    print_table(records)
+    report = {"machine": machine(), "records": records}
+    if args.plot:
+        plot(records, args.plot)
+        report["plot"] = os.path.basename(args.plot)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

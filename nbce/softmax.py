@@ -1,0 +1,101 @@
+"""The softmax family: ``logsumexp``, ``log_softmax``, ``softmax``.
+
+Same results as :mod:`scipy.special` (including rows with ``±inf``/NaN), but
+the reduction runs along ``axis=-1`` by default, as in ``torch.nn.functional``.
+"""
+
+import numpy as np
+
+from . import _cpu
+from ._validate import Rows, float_array
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    """Log of the sum of exponentials, ``log(sum(exp(x), axis))``, computed stably.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 input.
+    axis : int, tuple of int or None, optional
+        Axis or axes to reduce over; ``None`` reduces over all of them.
+    keepdims : bool, optional
+        Keep the reduced axes with length one.
+
+    Returns
+    -------
+    ndarray or scalar
+        Same dtype as ``x``. A row holding NaN gives NaN, a row holding
+        ``+inf`` gives ``+inf``, an all ``-inf`` or empty row gives ``-inf``.
+
+    Examples
+    --------
+    >>> import numpy as np, nbce
+    >>> float(nbce.logsumexp(np.array([1000.0, 1000.0])))
+    1000.6931471805599
+    """
+    x = float_array(x, "x")
+    rows = Rows(x, axis)
+    out = np.empty(rows.rows.shape[0], x.dtype)
+    _cpu.logsumexp_rows(rows.rows, out)
+    out = rows.restore_batch(out)
+    if keepdims:
+        out = np.expand_dims(out, rows.source)
+    return out[()]
+
+
+def log_softmax(x, axis=-1):
+    """Logarithm of :func:`softmax`, ``x - logsumexp(x, axis, keepdims=True)``.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 input.
+    axis : int, tuple of int or None, optional
+        Axis or axes that are normalised together; ``None`` means all.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np, nbce
+    >>> nbce.log_softmax(np.array([1000.0, 1.0]))
+    array([   0., -999.])
+    """
+    x = float_array(x, "x")
+    rows = Rows(x, axis)
+    out = np.empty_like(rows.rows)
+    _cpu.log_softmax_rows(rows.rows, out, _cpu.streams(out))
+    return rows.restore(out)
+
+
+def softmax(x, axis=-1):
+    """Normalised exponentials, ``exp(x) / sum(exp(x), axis)``.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 input.
+    axis : int, tuple of int or None, optional
+        Axis or axes that are normalised together; ``None`` means all.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``x``; a row holding NaN or ``+inf``, or all
+        ``-inf``, is NaN throughout (as in :func:`scipy.special.softmax`).
+
+    Examples
+    --------
+    >>> import numpy as np, nbce
+    >>> nbce.softmax(np.array([[0.0, np.log(3.0)]]))
+    array([[0.25, 0.75]])
+    """
+    x = float_array(x, "x")
+    rows = Rows(x, axis)
+    out = np.empty_like(rows.rows)
+    _cpu.softmax_rows(rows.rows, out, _cpu.streams(out))
+    return rows.restore(out)

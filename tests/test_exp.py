@@ -1,0 +1,105 @@
+"""The branch-free exp of the kernels, ``nbce._cpu.exp_nonpos``, against np.exp in float64."""
+
+import numba
+import numpy as np
+import pytest
+from conftest import KERNEL_DISPATCHERS, run_python
+
+from nbce._cpu import exp_nonpos
+
+# dtype -> (lower end of the sweep, smallest result held to the relative error, relative error bound)
+ACCURACY = {
+    np.float32: (-104.0, 2.0**-125, 2.5e-7),
+    np.float64: (-745.0, 2.0**-1021, 1e-15),
+}
+UINT = {np.float32: np.uint32, np.float64: np.uint64}
+
+
+@numba.njit
+def exp_array(x):
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = exp_nonpos(x[i])
+    return out
+
+
+@numba.njit
+def exp_scalar(x):
+    return exp_nonpos(x)
+
+
+def sweep(dtype):
+    """Non-positive values: evenly spaced over [low, 0], evenly spaced in bit pattern from
+    -0.0 to low (so every binade down to the subnormals), and the edge values."""
+    low = ACCURACY[dtype][0]
+    n = 2**22
+    first, last = np.array([-0.0, low], dtype).view(UINT[dtype])
+    by_bits = np.arange(first, last, (last - first) // n, dtype=UINT[dtype]).view(dtype)
+    info = np.finfo(dtype)
+    edges = [-np.inf, -0.0, 0.0, low, -info.tiny, -info.smallest_subnormal, -info.eps, np.log(info.tiny)]
+    return np.concatenate([np.linspace(low, 0, n, dtype=dtype), by_bits, np.array(edges, dtype)])
+
+
+@pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["float32", "float64"])
+def swept(request):
+    """(dtype, x, exp_nonpos(x), np.exp(x) in float64)."""
+    dtype = request.param
+    x = sweep(dtype)
+    return dtype, x, exp_array(x), np.exp(x.astype(np.float64))
+
+
+def test_relative_error(swept):
+    dtype, x, got, expected = swept
+    _, smallest, bound = ACCURACY[dtype]
+    held = expected >= smallest
+    assert held.sum() > 2**22  # most of the sweep
+    error = np.abs(got[held] - expected[held]) / expected[held]
+    assert error.max() <= bound, f"x = {x[held][error.argmax()]!r}"
+
+
+def test_tiny_results(swept):
+    dtype, x, got, expected = swept
+    _, smallest, _ = ACCURACY[dtype]
+    tiny = expected < smallest
+    assert tiny.sum() > 1000
+    assert np.all(got[tiny] >= 0)
+    assert np.all(got[tiny] <= 2 * smallest)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_values(dtype):
+    x = np.array([-np.inf, 0.0, -0.0], dtype)
+    np.testing.assert_array_equal(exp_array(x), np.array([0.0, 1.0, 1.0], dtype), strict=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_keeps_precision(dtype):
+    exp_scalar(dtype(-1.0))
+    (signature,) = [s for s in exp_scalar.nopython_signatures if s.args == (numba.from_dtype(dtype),)]
+    assert signature.return_type == numba.from_dtype(dtype)
+
+
+def test_float32_kernel_vectorises_floor_in_float32(tmp_path):
+    # A fresh cache directory: code loaded from the cache cannot be inspected.
+    # Bounds checks (NUMBA_BOUNDSCHECK=1 runs of this suite) would block the
+    # vectorisation, so this inspects the build that users run. A small and a
+    # large input, to compile every build a kernel may have.
+    code = KERNEL_DISPATCHERS + """
+import warnings
+
+import numpy as np
+import nbce
+
+warnings.simplefilter("error")  # numba warns, and returns no code, when inspecting cached code
+
+for n_rows in (2, 256):
+    nbce.cross_entropy_with_grad(np.zeros((n_rows, 1000), np.float32), np.zeros(n_rows, np.int64))
+for dispatcher in kernel_dispatchers("ce_index_rows"):
+    for signature in dispatcher.signatures:
+        asm = dispatcher.inspect_asm(signature)
+        print("vroundps" in asm, "vroundpd" in asm)
+"""
+    lines = run_python(code, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_BOUNDSCHECK="0").splitlines()
+    assert lines
+    # vroundpd would mean the exp's floor was promoted to float64
+    assert all(line.split() == ["True", "False"] for line in lines)

@@ -1,0 +1,95 @@
+"""Runtime behaviour, each in a fresh interpreter: thread-count independence,
+lazy compilation, the on-disk cache and the fallback without one."""
+
+import numpy as np
+from conftest import KERNEL_DISPATCHERS, run_python
+
+import nbce
+from nbce import reference
+
+EVERY_FUNCTION = """
+import hashlib
+import numba
+import numpy as np
+import nbce
+
+rng = np.random.default_rng(7)
+x = (4 * rng.standard_normal((257, 1000))).astype(np.float32)
+labels = rng.integers(0, 1000, 257)
+soft = nbce.softmax(rng.standard_normal((257, 1000)).astype(np.float32))
+weight = rng.uniform(0.5, 2.0, 1000)
+outputs = [
+    nbce.logsumexp(x),
+    nbce.log_softmax(x),
+    nbce.softmax(x),
+    nbce.cross_entropy(x, labels),
+    nbce.cross_entropy(x, soft),
+    *nbce.cross_entropy_with_grad(x, labels, weight=weight, label_smoothing=0.1),
+    *nbce.cross_entropy_with_grad(x, soft, weight=weight, label_smoothing=0.1),
+    nbce.nll_loss(nbce.log_softmax(x), labels, weight=weight),
+]
+digest = hashlib.sha256()
+for output in outputs:
+    digest.update(np.ascontiguousarray(output).tobytes())
+print(numba.get_num_threads(), digest.hexdigest())
+"""
+
+
+def test_results_do_not_depend_on_the_thread_count(tmp_path):
+    # A cache of its own, so that both runs execute code compiled for these
+    # (large) inputs, whatever other tests left in the shared cache.
+    cache = str(tmp_path)
+    one = run_python(EVERY_FUNCTION, NUMBA_NUM_THREADS="1", NUMBA_CACHE_DIR=cache).split()
+    two = run_python(EVERY_FUNCTION, NUMBA_NUM_THREADS="2", NUMBA_CACHE_DIR=cache).split()
+    assert one[0] == "1" and two[0] == "2"
+    assert one[1] == two[1]
+
+
+def test_import_compiles_nothing():
+    code = KERNEL_DISPATCHERS + """
+import nbce
+
+print(len(kernel_dispatchers()), sum(len(d.signatures) for d in kernel_dispatchers()))
+for name in ("logsumexp_rows", "log_softmax_rows", "softmax_rows", "ce_index_rows", "ce_soft_rows"):
+    assert kernel_dispatchers(name), name
+"""
+    n_dispatchers, n_signatures = map(int, run_python(code).split())
+    assert n_dispatchers >= 5
+    assert n_signatures == 0
+
+
+def test_kernels_are_cached_on_disk(tmp_path):
+    # a small and a large input, to use every build a kernel may have
+    code = KERNEL_DISPATCHERS + """
+import numpy as np
+import nbce
+
+nbce.logsumexp(np.ones((2, 3)))
+nbce.logsumexp(np.ones((256, 1000)))
+stats = [d.stats for d in kernel_dispatchers("logsumexp_rows")]
+print(sum(sum(s.cache_hits.values()) for s in stats), sum(sum(s.cache_misses.values()) for s in stats))
+"""
+    hits, misses = map(int, run_python(code, NUMBA_CACHE_DIR=str(tmp_path)).split())
+    assert misses >= 1
+    assert hits == 0, "a build loaded another build's code from an empty cache"
+    assert list(tmp_path.rglob("*.nbi"))
+    # a second process loads every build instead of compiling it
+    assert tuple(map(int, run_python(code, NUMBA_CACHE_DIR=str(tmp_path)).split())) == (misses, 0)
+
+
+def test_works_without_a_writable_cache_location():
+    code = """
+import numba.core.caching
+
+numba.core.caching.CacheImpl._locator_classes = []  # as on a read-only install
+""" + KERNEL_DISPATCHERS + """
+import numpy as np
+import nbce
+
+assert all(type(d._cache) is numba.core.caching.NullCache for d in kernel_dispatchers())
+print(repr(float(nbce.cross_entropy(np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]]), np.array([0, 2])))))
+"""
+    logits, labels = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]]), np.array([0, 2])
+    loss = float(run_python(code))
+    np.testing.assert_allclose(loss, reference.cross_entropy(logits, labels), rtol=1e-12)
+    np.testing.assert_allclose(loss, nbce.cross_entropy(logits, labels), rtol=1e-15)
