@@ -76,17 +76,21 @@ class Case:
 
     def __init__(self, name, roofline, nbce_call, scipy_call, torch_call):
         self.name = name
-        self.roofline = roofline  # "copy" or "read"
+        # "read", "copy" (into a preallocated array) or "copy-new" (into a
+        # newly allocated one, for functions that allocate their result)
+        self.roofline = roofline
         self._calls = {"nbce": nbce_call, "scipy": scipy_call, "torch": torch_call}
 
     def bytes_moved(self, n, c, itemsize):
-        return n * c * itemsize * (2 if self.roofline == "copy" else 1)
+        return n * c * itemsize * (1 if self.roofline == "read" else 2)
 
     def make(self, impl, data):
         if impl == "roofline":
             x = data["x"]
             if self.roofline == "copy":
                 return lambda: stream_copy(x, data["out"])
+            if self.roofline == "copy-new":
+                return lambda: stream_copy(x, np.empty_like(x))
             row_out = np.empty(x.shape[0], x.dtype)
             return lambda: stream_read(x, row_out)
         call = self._calls[impl]
@@ -125,14 +129,14 @@ CASES = {
         ),
         Case(
             "log_softmax",
-            "copy",
+            "copy-new",
             lambda d: lambda: nbce.log_softmax(d["x"]),
             lambda d: lambda: scipy.special.log_softmax(d["x"], axis=-1),
             lambda torch, tx, ty: lambda: torch.log_softmax(tx, dim=-1),
         ),
         Case(
             "softmax",
-            "copy",
+            "copy-new",
             lambda d: lambda: nbce.softmax(d["x"]),
             lambda d: lambda: scipy.special.softmax(d["x"], axis=-1),
             lambda torch, tx, ty: lambda: torch.softmax(tx, dim=-1),
@@ -307,7 +311,10 @@ def print_table(records):
         table.add_column(col, justify="left" if col in ("function", "dtype", "shape") else "right")
     for row in table_rows(records):
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: keep whole rows, do not fold at 80 columns
+        console = Console(width=160)
+    console.print(table)
 
 
 def markdown(report):
@@ -324,9 +331,10 @@ def markdown(report):
         "can do is read the logits once (forward) and, for the gradient, write one array",
         "of the same size. Each function is therefore compared with its *roofline*, a",
         "Numba `prange` kernel moving the same bytes: a streaming read (row max) for",
-        "`cross_entropy(reduction='none')` and `logsumexp`, a streaming copy for",
-        "`cross_entropy_with_grad` (gradient written into a preallocated `out=`),",
-        "`log_softmax` and `softmax` (these two allocate their result, the copy does not).",
+        "`cross_entropy(reduction='none')` and `logsumexp`; a streaming copy into a",
+        "preallocated array for `cross_entropy_with_grad` (which writes the gradient",
+        "into a preallocated `out=`); a streaming copy into a newly allocated array",
+        "(`copy-new`) for `log_softmax` and `softmax`, which allocate their result.",
         "All implementations of one case run interleaved, round after round, and the",
         "best time of each is kept, so ratios are taken under the same machine load.",
         "`vs roofline` is nbce's time over the roofline's (1.00 = at the memory limit);",
@@ -361,7 +369,7 @@ def plot(records, path):
             recs = sorted((r for r in records if r["function"] == fname and r["dtype"] == dtype), key=lambda r: r["c"])
             if recs:
                 ax.plot([r["c"] for r in recs], [r["gb_per_s"] for r in recs], marker="o", label=fname)
-        for roof, style in (("copy", ":"), ("read", "--")):
+        for roof, style in (("copy", ":"), ("copy-new", "-."), ("read", "--")):
             recs = sorted((r for r in records if r["roofline"] == roof and r["dtype"] == dtype), key=lambda r: r["c"])
             if recs:
                 itemsize = np.dtype(dtype).itemsize
