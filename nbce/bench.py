@@ -167,31 +167,41 @@ def make_data(n, c, dtype, seed=0):
 
 
 def _repeats(n, c):
-    """Enough calls for a stable minimum without spending minutes on big shapes."""
-    return int(min(200, max(5, 2e7 // (n * c))))
+    """Enough rounds for a stable minimum without spending minutes on big shapes."""
+    return int(min(20, max(5, 2e7 // (n * c))))
 
 
 def measure(case, n, c, dtype, impls=IMPLEMENTATIONS, repeats=None, budget=20.0):
-    """Best time (s) of each implementation, the calls interleaved round by round.
+    """Best time (s) of each implementation, measured in interleaved rounds.
 
-    An implementation whose single call exceeds ``budget`` seconds is timed once.
+    Each round times every implementation in turn, so a slow phase of the
+    machine hits all of them. Before a short call is timed, it runs untimed
+    for a few milliseconds: the thread pool of the implementation timed just
+    before (OpenMP threads spin after a parallel region) must not steal its
+    cores. An implementation whose single call exceeds ``budget / 10``
+    seconds is timed once.
     """
     data = make_data(n, c, dtype)
     calls = {impl: case.make(impl, data) for impl in impls}
     calls = {k: f for k, f in calls.items() if f is not None}
     best = {}
-    for impl, f in calls.items():  # warm-up: JIT compilation, first-touch of memory
+    for impl, f in calls.items():  # warm-up: JIT compilation, first touch of memory
         t = time.perf_counter()
         f()
         best[impl] = time.perf_counter() - t
     slow = {impl for impl, t in best.items() if t > budget / 10}
+    settle = 5e-3
     for _ in range(repeats or _repeats(n, c)):
         for impl, f in calls.items():
             if impl in slow:
                 continue
-            t = time.perf_counter()
-            f()
-            best[impl] = min(best[impl], time.perf_counter() - t)
+            start = time.perf_counter()
+            while best[impl] < settle and time.perf_counter() - start < settle:
+                f()
+            for _ in range(3 if best[impl] < settle else 1):
+                t = time.perf_counter()
+                f()
+                best[impl] = min(best[impl], time.perf_counter() - t)
     return best
 
 
@@ -336,7 +346,9 @@ def markdown(report):
         "into a preallocated `out=`); a streaming copy into a newly allocated array",
         "(`copy-new`) for `log_softmax` and `softmax`, which allocate their result.",
         "All implementations of one case run interleaved, round after round, and the",
-        "best time of each is kept, so ratios are taken under the same machine load.",
+        "best time of each is kept, so ratios are taken under the same machine load;",
+        "a short call first runs untimed for 5 ms, so that the spinning thread pool of",
+        "the implementation before it does not slow it down.",
         "`vs roofline` is nbce's time over the roofline's (1.00 = at the memory limit);",
         "`vs scipy` and `vs torch` are speed-ups of nbce over `scipy.special` and",
         "PyTorch CPU (forward + `backward()` for `cross_entropy_with_grad`, with the",

@@ -165,7 +165,7 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
     grad = rows.restore(grad_rows)
     if out is None:
         return loss, grad
-    if not np.may_share_memory(grad, out):
+    if grad_rows.base is None:  # a buffer of our own, not a view of out
         out[...] = grad
     return loss, out
 
@@ -187,18 +187,21 @@ def _grad_rows(out, rows):
     """The (rows, classes) buffer the kernel writes the gradient into.
 
     A view of ``out`` when its layout allows (``out=logits`` then works in
-    place); otherwise a buffer whose contents are copied to ``out`` afterwards.
+    place); otherwise a new buffer, copied to ``out`` afterwards.
     """
     if out is None:
         return np.empty_like(rows.rows)
-    view = np.moveaxis(out, rows.source, rows.dest)
-    if view.flags.c_contiguous and view.flags.aligned:
-        view = view.reshape(rows.rows.shape)
-        same = view.ctypes.data == rows.rows.ctypes.data and view.strides == rows.rows.strides
-        if np.may_share_memory(view, rows.rows) and not same:
-            raise ValueError("out overlaps logits without being logits: use out=logits for in-place")
-        return view
-    return np.empty_like(rows.rows)
+    view = np.moveaxis(out, rows.source, rows.dest) if rows.moves else out
+    if not (view.flags.c_contiguous and view.flags.aligned):
+        return np.empty_like(rows.rows)
+    view = view.reshape(rows.rows.shape)
+    if np.may_share_memory(view, rows.rows) and not _same_elements(view, rows.rows):
+        raise ValueError("out overlaps logits without being logits: use out=logits for in-place")
+    return view
+
+
+def _same_elements(a, b):
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.strides == b.strides
 
 
 def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean"):
