@@ -1,0 +1,35 @@
+"""The ``nbce bench`` command end to end, on the smallest case."""
+
+import json
+
+from nbce import bench
+from nbce.__main__ import main
+
+
+def test_bench_writes_table_json_plot_and_page(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    plot = tmp_path / "throughput.png"
+    page = tmp_path / "performance.md"
+    args = ["bench", "--quick", "--functions", "logsumexp", "cross_entropy_with_grad", "--dtypes", "float32"]
+    args += ["--repeat", "1", "--json", str(out), "--plot", str(plot), "--markdown", str(page)]
+
+    assert main(args) == 0
+
+    report = json.loads(out.read_text())
+    records = report["records"]
+    assert {(r["function"], r["n"], r["c"]) for r in records} == {
+        (f, n, c) for f in ("logsumexp", "cross_entropy_with_grad") for n, c in bench.SMALL_SHAPES
+    }
+    for r in records:
+        assert set(r["times"]) >= {"nbce", "roofline", "scipy"}
+        assert all(t > 0 for t in r["times"].values())
+        assert r["vs_roofline"] == r["times"]["nbce"] / r["times"]["roofline"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = page.read_text()
+    assert "| logsumexp | float32 | 32x10 |" in text and "throughput.png" in text
+    assert "cross_entropy_with_grad" in capsys.readouterr().out
+
+
+def test_unknown_command_fails(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
