@@ -354,6 +354,20 @@ def row_fill(out, value):
         out[c] = value
 
 
+@njit(inline="always")
+def block_rows(blk, per_block, n_rows):
+    """First and past-the-last row of block ``blk``."""
+    return blk * per_block, min((blk + 1) * per_block, n_rows)
+
+
+@njit(inline="always")
+def set_row(loss, G, n, with_grad, value):
+    """A row whose loss and gradient are one constant (ignored: 0, undefined: NaN)."""
+    loss[n] = value
+    if with_grad:
+        row_fill(G[n], value)
+
+
 # --- softmax family -----------------------------------------------------------
 # Non-finite row max (a NaN, a +inf, or a row all -inf) follows scipy.special:
 # logsumexp returns the max, log_softmax returns x - max, softmax returns NaN.
@@ -364,7 +378,8 @@ def logsumexp_rows(X, out):
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
-        for n in range(blk * per_block, min((blk + 1) * per_block, N)):
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
             x = X[n]
             m = row_max(x)
             if np.isfinite(m):
@@ -378,7 +393,8 @@ def log_softmax_rows(X, out, stream):
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
-        for n in range(blk * per_block, min((blk + 1) * per_block, N)):
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
             x = X[n]
             m = row_max(x)
             log_d = 0.0
@@ -394,7 +410,8 @@ def softmax_rows(X, out, stream):
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
         scratch = np.empty(C, X.dtype)
-        for n in range(blk * per_block, min((blk + 1) * per_block, N)):
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
             x = X[n]
             m = row_max(x)
             if np.isfinite(m):
@@ -425,24 +442,19 @@ def ce_index_rows(X, y, w, weighted, w_sum, ignore_index, eps, scale, with_grad,
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
         scratch = np.empty(C if with_grad else 0, X.dtype)
-        for n in range(blk * per_block, min((blk + 1) * per_block, N)):
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
             x = X[n]
             label = y[n]
             if label == ignore_index:
-                loss[n] = 0.0
-                if with_grad:
-                    row_fill(G[n], 0.0)
+                set_row(loss, G, n, with_grad, 0.0)
                 continue
             m = row_max(x)
             if not np.isfinite(m):  # NaN or +inf in the row, or the row all -inf
-                loss[n] = np.nan
-                if with_grad:
-                    row_fill(G[n], np.nan)
+                set_row(loss, G, n, with_grad, np.nan)
                 continue
             if C == 1:  # p = 1: exactly zero, which the general formula misses by rounding
-                loss[n] = 0.0
-                if with_grad:
-                    G[n, 0] = 0.0
+                set_row(loss, G, n, with_grad, 0.0)
                 continue
             w_y = float(w[label])
             gap_y = float(m - x[label])
@@ -474,18 +486,15 @@ def ce_soft_rows(X, T, w, eps, scale, with_grad, G, stream, loss):
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
         scratch = np.empty(C if with_grad else 0, X.dtype)
-        for n in range(blk * per_block, min((blk + 1) * per_block, N)):
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
             x, t = X[n], T[n]
             m = row_max(x)
             if not np.isfinite(m):
-                loss[n] = np.nan
-                if with_grad:
-                    row_fill(G[n], np.nan)
+                set_row(loss, G, n, with_grad, np.nan)
                 continue
             if C == 1:
-                loss[n] = 0.0
-                if with_grad:
-                    G[n, 0] = 0.0
+                set_row(loss, G, n, with_grad, 0.0)
                 continue
             tw_sum = 0.0
             gap = 0.0
