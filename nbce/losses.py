@@ -153,12 +153,7 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
     else:
         _cpu.ce_soft_rows(rows.rows, soft, w, eps, scale, with_grad, grad_rows, stream, row_loss)
 
-    if reduction == "none":
-        loss = rows.restore_batch(row_loss.astype(x.dtype))
-    elif reduction == "sum":
-        loss = x.dtype.type(row_loss.sum())
-    else:
-        loss = x.dtype.type(row_loss.sum() / denominator if denominator != 0 else np.nan)
+    loss = _reduce(rows.restore_batch(row_loss), reduction, denominator, x.dtype)
 
     if not with_grad:
         return loss, None
@@ -256,9 +251,17 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     w_y = np.where(kept, w[safe], 0).astype(lp.dtype)
     with np.errstate(invalid="ignore"):  # 0 * inf: NaN where kept (as PyTorch), dropped where ignored
         losses = np.where(kept, -(w_y * picked), 0)
+    return _reduce(losses, reduction, denominator, lp.dtype)
+
+
+def _reduce(losses, reduction, denominator, dtype):
+    """Per-row ``losses`` as ``reduction`` asks, in ``dtype``; the sum is taken in float64.
+
+    ``"mean"`` divides by ``denominator``, and is NaN when that is 0 (as PyTorch).
+    """
     if reduction == "none":
-        return losses
+        return losses.astype(dtype, copy=False)
     total = losses.sum(dtype=np.float64)
     if reduction == "sum":
-        return lp.dtype.type(total)
-    return lp.dtype.type(total / denominator if denominator != 0 else np.nan)
+        return dtype.type(total)
+    return dtype.type(total / denominator if denominator != 0 else np.nan)
