@@ -355,6 +355,15 @@ def row_fill(out, value):
 
 
 @njit(inline="always")
+def ordered_sum(values):
+    """Sum in index order, after the parallel loop: the same for any thread count."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
+@njit(inline="always")
 def block_rows(blk, per_block, n_rows):
     """First and past-the-last row of block ``blk``."""
     return blk * per_block, min((blk + 1) * per_block, n_rows)
@@ -436,7 +445,10 @@ def softmax_rows(X, out, stream):
 
 @Kernel
 def ce_index_rows(X, y, w, weighted, w_sum, ignore_index, eps, scale, with_grad, G, stream, loss):
-    """Cross-entropy with class-index targets; loss[n] is the weighted row loss."""
+    """Cross-entropy with class-index targets; loss[n] is the weighted row loss.
+
+    Returns the sum of ``loss``.
+    """
     N, C = X.shape
     dt = X.dtype.type
     n_blocks, per_block = row_blocks(N, C)
@@ -474,11 +486,15 @@ def ce_index_rows(X, y, w, weighted, w_sum, ignore_index, eps, scale, with_grad,
                     write_row(g, scratch, a, b, 0.0, stream, label)
                 g[label] -= dt(scale * (1.0 - eps) * w_y)
         store_fence()
+    return ordered_sum(loss)
 
 
 @Kernel
 def ce_soft_rows(X, T, w, eps, scale, with_grad, G, stream, loss):
-    """Cross-entropy with probability targets; loss[n] is the row loss."""
+    """Cross-entropy with probability targets; loss[n] is the row loss.
+
+    Returns the sum of ``loss``.
+    """
     N, C = X.shape
     dt = X.dtype.type
     keep = dt(1.0 - eps)
@@ -512,3 +528,4 @@ def ce_soft_rows(X, T, w, eps, scale, with_grad, G, stream, loss):
                     scratch[c] = scratch[c] * a - s * (w[c] * (keep * t[c] + spread))
                 write_row(G[n], scratch, 1.0, 0.0, 0.0, stream, -1)
         store_fence()
+    return ordered_sum(loss)
