@@ -98,7 +98,7 @@ class Case:
             torch = _torch()
             if torch is None:
                 return None
-            return call(torch, data["tx"], data["ty"])
+            return call(torch, torch.from_numpy(data["x"]), torch.from_numpy(data["y"]))
         return call(data)
 
 
@@ -155,16 +155,17 @@ IMPLEMENTATIONS = ["nbce", "roofline", "scipy", "torch"]
 
 
 def make_data(n, c, dtype, seed=0):
-    """Logits (standard normal times 3), class-index targets and a gradient buffer."""
+    """Logits (3 x standard normal), class-index targets and a gradient buffer.
+
+    At most 64 distinct rows are drawn and repeated: the kernels' speed does
+    not depend on the values, and drawing 10**8 normals takes seconds.
+    """
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c), dtype=dtype)
-    x *= 3  # in place: asv's peakmem_ counts the setup's peak too
+    block = rng.standard_normal((min(n, 64), c), dtype=dtype)
+    block *= 3
+    x = np.resize(block, (n, c))  # the block's rows, repeated
     y = rng.integers(0, c, n)
-    data = {"x": x, "y": y, "out": np.empty_like(x)}
-    torch = _torch()
-    if torch is not None:
-        data["tx"], data["ty"] = torch.from_numpy(x), torch.from_numpy(y)
-    return data
+    return {"x": x, "y": y, "out": np.empty_like(x)}
 
 
 def _repeats(n, c):
