@@ -30,8 +30,7 @@ SMALL_SHAPES = SHAPES[:2]
 DTYPES = ["float32", "float64"]
 
 
-@numba.njit(parallel=True)
-def stream_copy(X, out):
+def _stream_copy(X, out):
     """Roofline of a full-size result: read X once, write out once."""
     for n in numba.prange(X.shape[0]):
         x, o = X[n], out[n]
@@ -39,11 +38,14 @@ def stream_copy(X, out):
             o[c] = x[c]
 
 
-@numba.njit(parallel=True)
-def stream_read(X, out):
+def _stream_read(X, out):
     """Roofline of a row reduction: read X once (row max)."""
     for n in numba.prange(X.shape[0]):
         out[n] = _cpu.row_max(X[n])
+
+
+stream_copy = _cpu.cached_njit(_stream_copy, parallel=True)
+stream_read = _cpu.cached_njit(_stream_read, parallel=True)
 
 
 def _scipy_ce_with_grad(x, y):
@@ -70,8 +72,9 @@ def _torch():
 class Case:
     """One public function: how nbce, the baselines and the roofline run it.
 
-    Each ``make_*`` takes the prepared data ``(x, y, out)`` and returns a
-    zero-argument callable, or None where that implementation does not exist.
+    ``make(impl, data)`` turns the data of :func:`make_data` into a
+    zero-argument call of one implementation, or None where it does not exist
+    (PyTorch not installed).
     """
 
     def __init__(self, name, roofline, nbce_call, scipy_call, torch_call):
