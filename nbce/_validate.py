@@ -102,7 +102,7 @@ def class_weight(weight, n_classes, dtype):
     if weight is None:
         return _ones(n_classes, dtype)
     w = np.asarray(weight)
-    if w.dtype.kind not in "fiu" or w.dtype.kind == "b":
+    if w.dtype.kind not in "fiu":
         raise TypeError(f"weight must be real numbers, got dtype {w.dtype}")
     if w.shape != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},) (one per class), got {w.shape}")
@@ -122,7 +122,7 @@ def target_kind(target, logits_shape, axis):
     """``"index"`` or ``"soft"``, from the target's dtype and shape."""
     index_shape = logits_shape[:axis] + logits_shape[axis + 1 :]
     kind = target.dtype.kind
-    if kind == "b" or kind not in "iuf":
+    if kind not in "iuf":
         raise TypeError(
             f"target must hold integer class indices or float probabilities, got dtype {target.dtype}"
         )

@@ -65,11 +65,7 @@ def log_softmax(x, axis=-1):
     >>> nbce.log_softmax(np.array([1000.0, 1.0]))
     array([   0., -999.])
     """
-    x = float_array(x, "x")
-    rows = Rows(x, axis)
-    out = np.empty_like(rows.rows)
-    _cpu.log_softmax_rows(rows.rows, out, _cpu.streams(out))
-    return rows.restore(out)
+    return _map_rows(_cpu.log_softmax_rows, x, axis)
 
 
 def softmax(x, axis=-1):
@@ -94,8 +90,13 @@ def softmax(x, axis=-1):
     >>> nbce.softmax(np.array([[0.0, np.log(3.0)]]))
     array([[0.25, 0.75]])
     """
+    return _map_rows(_cpu.softmax_rows, x, axis)
+
+
+def _map_rows(kernel, x, axis):
+    """``kernel`` applied to the rows of ``x`` along ``axis``: a result shaped like ``x``."""
     x = float_array(x, "x")
     rows = Rows(x, axis)
     out = np.empty_like(rows.rows)
-    _cpu.softmax_rows(rows.rows, out, _cpu.streams(out))
+    kernel(rows.rows, out, _cpu.streams(out))
     return rows.restore(out)
