@@ -4,12 +4,15 @@ The row-wise kernels compile on first use (and are cached on disk), so
 ``import nbce`` itself compiles nothing.
 """
 
+from .binary import binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad
 from .losses import cross_entropy, cross_entropy_with_grad, nll_loss
 from .softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_with_grad",
     "cross_entropy",
     "cross_entropy_with_grad",
     "log_softmax",

@@ -529,3 +529,36 @@ def ce_soft_rows(X, T, w, eps, scale, with_grad, G, stream, loss):
                 write_row(G[n], scratch, 1.0, 0.0, 0.0, stream, -1)
         store_fence()
     return ordered_sum(loss)
+
+
+# --- binary cross-entropy with logits -------------------------------------------
+# Per element, with lw = 1 + (pos_weight - 1) t and softplus(-x) = log(1 + e^-x)
+# evaluated as log1p(exp(-|x|)) + max(-x, 0) (finite for any finite x):
+#   loss = w [(1 - t) x + lw softplus(-x)],   grad = s w [lw sigmoid(x) - pos_weight t]
+
+
+@Kernel
+def bce_logits_rows(X, T, W, PW, scale, with_grad, G, loss):
+    """Binary cross-entropy with logits per element; returns the sum of ``loss``.
+
+    ``W`` and ``PW`` hold either one row (shared by every row) or one per row.
+    """
+    N, C = X.shape
+    dt = X.dtype.type
+    one, zero, s = dt(1.0), dt(0.0), dt(scale)
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            x, t, out = X[n], T[n], loss[n]
+            w = W[n if W.shape[0] > 1 else 0]
+            pw = PW[n if PW.shape[0] > 1 else 0]
+            for c in range(C):
+                xc, tc = x[c], t[c]
+                e = exp_nonpos(-abs(xc))  # exp(-|x|), in (0, 1]
+                lw = (pw[c] - one) * tc + one
+                out[c] = w[c] * ((one - tc) * xc + lw * (math.log1p(e) + max(-xc, zero)))
+                if with_grad:  # G may be X: x[c] is read above, before this write
+                    sigmoid = one / (one + e) if xc >= zero else e / (one + e)
+                    G[n, c] = s * w[c] * (lw * sigmoid - pw[c] * tc)
+    return ordered_sum(loss.ravel())

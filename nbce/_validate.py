@@ -146,6 +146,52 @@ def target_kind(target, logits_shape, axis):
     )
 
 
+def out_array(out, x, target):
+    """``out=`` must be a writable array shaped like ``x``, apart from ``target``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(
+            f"out must have the shape and dtype of logits {x.shape} {x.dtype}, got {out.shape} {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if np.may_share_memory(out, target):
+        raise ValueError("out must not share memory with target")
+
+
+def grad_buffer(out, rows):
+    """The (rows, classes) buffer the kernel writes the gradient into.
+
+    A view of ``out`` when its layout allows (``out=logits`` then works in
+    place); otherwise a new buffer, copied to ``out`` afterwards.
+    """
+    if out is None:
+        return np.empty_like(rows.rows)
+    view = np.moveaxis(out, rows.source, rows.dest) if rows.moves else out
+    if not (view.flags.c_contiguous and view.flags.aligned):
+        return np.empty_like(rows.rows)
+    view = view.reshape(rows.rows.shape)
+    if np.may_share_memory(view, rows.rows) and not _same_elements(view, rows.rows):
+        raise ValueError("out overlaps logits without being logits: use out=logits for in-place")
+    return view
+
+
+def _same_elements(a, b):
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.strides == b.strides
+
+
+def finish_grad(grad_rows, rows, out):
+    """The gradient in the layout of the logits: ``out`` when given (filled if
+    the kernel wrote into a buffer of its own), else a view of ``grad_rows``."""
+    grad = rows.restore(grad_rows)
+    if out is None:
+        return grad
+    if grad_rows.base is None:  # a buffer of our own, not a view of out
+        out[...] = grad
+    return out
+
+
 def index_labels(target, n_classes, ignore, weight):
     """Flattened int64 labels and the summed ``weight`` of the rows not ignored.
 

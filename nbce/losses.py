@@ -125,7 +125,7 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
     n_classes = x.shape[axis]
     w = check.class_weight(weight, n_classes, x.dtype)
     if out is not None:
-        _check_out(out, x, target)
+        check.out_array(out, x, target)
     rows = Rows(x, axis)
     n_rows = rows.rows.shape[0]
     check.classes_for_rows(n_classes, n_rows)
@@ -142,7 +142,7 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
     else:
         scale = 1.0
 
-    grad_rows = _grad_rows(out, rows) if with_grad else np.empty((0, 0), x.dtype)
+    grad_rows = check.grad_buffer(out, rows) if with_grad else np.empty((0, 0), x.dtype)
     row_loss = np.empty(n_rows, np.float64)
     stream = _cpu.streams(grad_rows)
     if kind == "index":
@@ -157,46 +157,7 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
 
     if not with_grad:
         return loss, None
-    grad = rows.restore(grad_rows)
-    if out is None:
-        return loss, grad
-    if grad_rows.base is None:  # a buffer of our own, not a view of out
-        out[...] = grad
-    return loss, out
-
-
-def _check_out(out, x, target):
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    if out.shape != x.shape or out.dtype != x.dtype:
-        raise ValueError(
-            f"out must have the shape and dtype of logits {x.shape} {x.dtype}, got {out.shape} {out.dtype}"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if np.may_share_memory(out, target):
-        raise ValueError("out must not share memory with target")
-
-
-def _grad_rows(out, rows):
-    """The (rows, classes) buffer the kernel writes the gradient into.
-
-    A view of ``out`` when its layout allows (``out=logits`` then works in
-    place); otherwise a new buffer, copied to ``out`` afterwards.
-    """
-    if out is None:
-        return np.empty_like(rows.rows)
-    view = np.moveaxis(out, rows.source, rows.dest) if rows.moves else out
-    if not (view.flags.c_contiguous and view.flags.aligned):
-        return np.empty_like(rows.rows)
-    view = view.reshape(rows.rows.shape)
-    if np.may_share_memory(view, rows.rows) and not _same_elements(view, rows.rows):
-        raise ValueError("out overlaps logits without being logits: use out=logits for in-place")
-    return view
-
-
-def _same_elements(a, b):
-    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.strides == b.strides
+    return loss, check.finish_grad(grad_rows, rows, out)
 
 
 def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean"):

@@ -8,7 +8,13 @@ whatever the input precision.
 
 import numpy as np
 
-__all__ = ["cross_entropy", "cross_entropy_grad", "nll_loss"]
+__all__ = [
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "nll_loss",
+]
 
 
 def _log_softmax(x):
@@ -156,3 +162,27 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     with np.errstate(invalid="ignore"):
         losses = np.where(kept, -w_y * picked, 0.0)
     return _reduce(losses, reduction, w_y.sum())
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None, reduction="mean"):
+    """Binary cross-entropy of sigmoid(logits) (PyTorch's formula), from log-sigmoids:
+    ``-log(sigmoid(x)) = logaddexp(0, -x)`` and ``-log(1 - sigmoid(x)) = logaddexp(0, x)``."""
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)
+    pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        losses = w * (pw * t * np.logaddexp(0.0, -x) + (1.0 - t) * np.logaddexp(0.0, x))
+    losses = np.broadcast_to(losses, x.shape)
+    return _reduce(losses, reduction, x.size)
+
+
+def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_weight=None, reduction="mean"):
+    """d/dx of :func:`binary_cross_entropy_with_logits`: ``w [(pw t + 1 - t) sigmoid(x) - pw t]``."""
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)
+    pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    sigmoid = 0.5 * (1.0 + np.tanh(0.5 * x))
+    grad = np.broadcast_to(w * ((pw * t + 1.0 - t) * sigmoid - pw * t), x.shape)
+    return grad / x.size if reduction == "mean" else grad

@@ -78,3 +78,29 @@ def test_minus_inf_logits(rng, dtype):
     expected_loss, expected_grad = torch_loss_and_grad(F.cross_entropy, logits, labels, reduction="none")
     assert_close(loss, expected_loss, dtype)
     assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("pos_weight", [False, True], ids=["", "pos_weight"])
+@pytest.mark.parametrize("weight", [False, True], ids=["", "weight"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_with_logits(rng, dtype, reduction, weight, pos_weight):
+    x = (5 * rng.standard_normal((4, 3, 5))).astype(dtype)
+    x[0, 0, :2] = [1e4, -1e4]
+    t = rng.uniform(0, 1, x.shape).astype(dtype)
+    t[1] = rng.integers(0, 2, t[1].shape)
+    kw = {}
+    if weight:
+        kw["weight"] = rng.uniform(0.5, 2.0, (4, 1, 5)).astype(dtype)
+    if pos_weight:
+        kw["pos_weight"] = rng.uniform(0.5, 3.0, 5).astype(dtype)
+
+    loss, grad = nbce.binary_cross_entropy_with_logits_with_grad(x, t, reduction=reduction, **kw)
+    xt = torch.tensor(x, requires_grad=True)
+    expected = F.binary_cross_entropy_with_logits(
+        xt, torch.tensor(t), reduction=reduction, **{k: torch.tensor(v) for k, v in kw.items()}
+    )
+    expected.sum().backward()
+
+    assert_close(loss, expected.detach().numpy(), dtype)
+    assert_close(grad, xt.grad.numpy(), dtype)
