@@ -1,11 +1,12 @@
-"""The branch-free exp of the kernels, ``nbce._cpu.exp_nonpos``, against np.exp in float64."""
+"""The branch-free exp and log1p of the kernels (``nbce._cpu.exp_nonpos``,
+``nbce._cpu.log1p_unit``) against NumPy in float64."""
 
 import numba
 import numpy as np
 import pytest
 from conftest import KERNEL_DISPATCHERS, run_python
 
-from nbce._cpu import exp_nonpos
+from nbce._cpu import exp_nonpos, log1p_unit
 
 # dtype -> (lower end of the sweep, smallest result held to the relative error, relative error bound)
 ACCURACY = {
@@ -103,3 +104,21 @@ for dispatcher in kernel_dispatchers("ce_index_rows"):
     assert lines
     # vroundpd would mean the exp's floor was promoted to float64
     assert all(line.split() == ["True", "False"] for line in lines)
+
+
+@numba.njit
+def log1p_array(e):
+    out = np.empty_like(e)
+    for i in range(e.size):
+        out[i] = log1p_unit(e[i])
+    return out
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2.5e-7), (np.float64, 1e-15)])
+def test_log1p_unit_matches_numpy_on_zero_to_one(dtype, rtol):
+    tiny = np.finfo(dtype).tiny
+    e = np.concatenate([np.linspace(0, 1, 100_001), np.geomspace(tiny, 1, 10_001)]).astype(dtype)
+    out = log1p_array(e)
+    assert out.dtype == dtype
+    assert out[0] == 0.0
+    np.testing.assert_allclose(out, np.log1p(e.astype(np.float64)), rtol=rtol, atol=0)
