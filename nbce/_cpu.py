@@ -239,26 +239,29 @@ def _exp_nonpos_f64(x):
     return 0.0 if x < -708.0 else _bitcast_int_to_float(bits)
 
 
-@overload(exp_nonpos)
-def _exp_nonpos_overload(x):
-    if x == types.float32:
-        return _exp_nonpos_f32
-    if x == types.float64:
-        return _exp_nonpos_f64
+def _overload_by_precision(stub, for_float32, for_float64):
+    """Make ``stub`` callable from jitted code, as one implementation per precision."""
+
+    @overload(stub)
+    def _by_precision(x):
+        return {types.float32: for_float32, types.float64: for_float64}.get(x)
 
 
-def log1p_unit(e):
-    """log(1 + e) for 0 <= e <= 1, vectorisable; float32 or float64."""
+_overload_by_precision(exp_nonpos, _exp_nonpos_f32, _exp_nonpos_f64)
+
+
+def log1p_unit(x):
+    """log(1 + x) for 0 <= x <= 1, vectorisable; float32 or float64."""
     raise NotImplementedError("log1p_unit is only callable from jitted code")
 
 
-# log(1 + e) = 2 atanh(s) with s = e / (2 + e) in [0, 1/3], exact for tiny e
-# (no rounding of 1 + e), and atanh(s) = s (1 + s^2/3 + s^4/5 + ...): the
+# log(1 + x) = 2 atanh(s) with s = x / (2 + x) in [0, 1/3], exact for tiny x
+# (no rounding of 1 + x), and atanh(s) = s (1 + s^2/3 + s^4/5 + ...): the
 # series stops where its next term is below the precision's epsilon.
 
 
-def _log1p_unit_f32(e):
-    s = e / (np.float32(2.0) + e)
+def _log1p_unit_f32(x):
+    s = x / (np.float32(2.0) + x)
     s2 = s * s
     p = np.float32(1.0 / 15.0)
     for k in range(13, 0, -2):  # unrolled by LLVM: a fixed trip count
@@ -266,8 +269,8 @@ def _log1p_unit_f32(e):
     return np.float32(2.0) * s * p
 
 
-def _log1p_unit_f64(e):
-    s = e / (2.0 + e)
+def _log1p_unit_f64(x):
+    s = x / (2.0 + x)
     s2 = s * s
     p = 1.0 / 35.0
     for k in range(33, 0, -2):
@@ -275,12 +278,7 @@ def _log1p_unit_f64(e):
     return 2.0 * s * p
 
 
-@overload(log1p_unit)
-def _log1p_unit_overload(e):
-    if e == types.float32:
-        return _log1p_unit_f32
-    if e == types.float64:
-        return _log1p_unit_f64
+_overload_by_precision(log1p_unit, _log1p_unit_f32, _log1p_unit_f64)
 
 
 # --- row building blocks (inlined into the kernels) -------------------------

@@ -16,12 +16,21 @@ ACCURACY = {
 UINT = {np.float32: np.uint32, np.float64: np.uint64}
 
 
-@numba.njit
-def exp_array(x):
-    out = np.empty_like(x)
-    for i in range(x.size):
-        out[i] = exp_nonpos(x[i])
-    return out
+def elementwise(fn):
+    """A jitted loop applying the jit-only scalar function ``fn`` to each element."""
+
+    @numba.njit
+    def apply(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = fn(x[i])
+        return out
+
+    return apply
+
+
+exp_array = elementwise(exp_nonpos)
+log1p_array = elementwise(log1p_unit)
 
 
 @numba.njit
@@ -104,14 +113,6 @@ for dispatcher in kernel_dispatchers("ce_index_rows"):
     assert lines
     # vroundpd would mean the exp's floor was promoted to float64
     assert all(line.split() == ["True", "False"] for line in lines)
-
-
-@numba.njit
-def log1p_array(e):
-    out = np.empty_like(e)
-    for i in range(e.size):
-        out[i] = log1p_unit(e[i])
-    return out
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2.5e-7), (np.float64, 1e-15)])
