@@ -22,7 +22,8 @@ Why the kernels look the way they do:
   the read-for-ownership a plain store costs. Intermediate values live in a
   per-block scratch row that stays in cache.
 * Each row is reduced by one thread in a fixed order, so results do not depend
-  on the number of threads; reductions across rows happen outside, in NumPy.
+  on the number of threads; sums across rows run after the parallel loop, in
+  row order (``ordered_sum``).
 """
 
 import math

@@ -192,6 +192,18 @@ def finish_grad(grad_rows, rows, out):
     return out
 
 
+def reduce_losses(losses, total, reduction, denominator, dtype):
+    """Per-row ``losses`` (summing to ``total``) as ``reduction`` asks, in ``dtype``.
+
+    ``"mean"`` divides by ``denominator``, and is NaN when that is 0 (as PyTorch).
+    """
+    if reduction == "none":
+        return losses.astype(dtype, copy=False)
+    if reduction == "sum":
+        return dtype.type(total)
+    return dtype.type(total / denominator if denominator != 0 else np.nan)
+
+
 def index_labels(target, n_classes, ignore, weight):
     """Flattened int64 labels and the summed ``weight`` of the rows not ignored.
 

@@ -5,7 +5,6 @@ import numpy as np
 
 from . import _cpu
 from . import _validate as check
-from .losses import _reduce
 
 _PARAMETERS = """\
     logits : array_like
@@ -115,7 +114,7 @@ def _bce_with_logits(logits, target, weight, pos_weight, reduction, with_grad, o
     losses = np.empty(shape2, x.dtype)
     scale = 1.0 / x.size if reduction == "mean" and x.size else 1.0
     total = _cpu.bce_logits_rows(rows.rows, t2, w, pw, scale, with_grad, grad, losses)
-    loss = _reduce(losses.reshape(x.shape), total, reduction, x.size, x.dtype)
+    loss = check.reduce_losses(losses.reshape(x.shape), total, reduction, x.size, x.dtype)
     if not with_grad:
         return loss, None
     grad = check.finish_grad(grad, rows, out_1d)

@@ -153,7 +153,7 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
     else:
         total = _cpu.ce_soft_rows(rows.rows, soft, w, eps, scale, with_grad, grad_rows, stream, row_loss)
 
-    loss = _reduce(rows.restore_batch(row_loss), total, reduction, denominator, x.dtype)
+    loss = check.reduce_losses(rows.restore_batch(row_loss), total, reduction, denominator, x.dtype)
 
     if not with_grad:
         return loss, None
@@ -212,16 +212,5 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     w_y = np.where(kept, w[safe], 0).astype(lp.dtype)
     with np.errstate(invalid="ignore"):  # 0 * inf: NaN where kept (as PyTorch), dropped where ignored
         losses = np.where(kept, -(w_y * picked), 0)
-    return _reduce(losses, losses.sum(dtype=np.float64), reduction, denominator, lp.dtype)
+    return check.reduce_losses(losses, losses.sum(dtype=np.float64), reduction, denominator, lp.dtype)
 
-
-def _reduce(losses, total, reduction, denominator, dtype):
-    """Per-row ``losses`` (summing to ``total``) as ``reduction`` asks, in ``dtype``.
-
-    ``"mean"`` divides by ``denominator``, and is NaN when that is 0 (as PyTorch).
-    """
-    if reduction == "none":
-        return losses.astype(dtype, copy=False)
-    if reduction == "sum":
-        return dtype.type(total)
-    return dtype.type(total / denominator if denominator != 0 else np.nan)
