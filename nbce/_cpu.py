@@ -38,6 +38,9 @@ from numba.core.extending import intrinsic, overload
 # ``reassoc`` lets LLVM vectorise the row sums; ``contract`` fuses multiply-adds.
 # Never ``nnan``/``ninf``: they would fold away the -inf and NaN handling.
 FASTMATH = {"reassoc", "contract"}
+# A division by zero gives inf/NaN (IEEE) rather than raising: the check that
+# raising needs is a branch per division, which stops loops from vectorising.
+KERNEL_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
 
 
 # Below this many elements a kernel runs on the calling thread: starting the
@@ -76,12 +79,12 @@ class Kernel:
     def __init__(self, fn):
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        self.parallel = cached_njit(fn, parallel=True, fastmath=FASTMATH)
+        self.parallel = cached_njit(fn, parallel=True, **KERNEL_OPTIONS)
         # Numba's cache key ignores compile options: the serial build needs a
         # function of its own name, or it would load the threaded build.
         serial = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
         serial.__qualname__ = fn.__qualname__ + "_serial"
-        self.serial = cached_njit(serial, fastmath=FASTMATH)
+        self.serial = cached_njit(serial, **KERNEL_OPTIONS)
 
     def __call__(self, X, *args):
         build = self.parallel if X.size >= PARALLEL_MIN_ELEMENTS else self.serial
@@ -282,6 +285,118 @@ def _log1p_unit_f64(x):
 _overload_by_precision(log1p_unit, _log1p_unit_f32, _log1p_unit_f64)
 
 
+def log_unit_interval(x):
+    """log(x) for 0 <= x <= 1 (-inf at 0, subnormals included), vectorisable;
+    float32 or float64, relative error about 2 ulp."""
+    raise NotImplementedError("log_unit_interval is only callable from jitted code")
+
+
+# x = 2**k * m with m in [sqrt(1/2), sqrt(2)), read from the bits of x (a
+# subnormal x is scaled up first), so log(x) = k log(2) + log1p(f) with
+# f = m - 1 exact, and log1p(f) = 2 atanh(s), s = f / (2 + f), |s| < 0.172:
+# the series in s**2 stops where its next term is below the precision's
+# epsilon. Centring m on 1 keeps the relative error small for x near 1.
+
+
+def _log_unit_interval_f32(x):
+    subnormal = x < np.float32(1.1754944e-38)
+    bits = _bitcast_float_to_int(x * np.float32(16777216.0) if subnormal else x)  # 2**24
+    m = _bitcast_int_to_float(np.int32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000)))  # [1, 2)
+    k = np.float32(np.int32(bits >> np.int32(23))) - (np.float32(151.0) if subnormal else np.float32(127.0))
+    high = m > np.float32(1.4142135)
+    m = m * np.float32(0.5) if high else m
+    k = k + np.float32(1.0) if high else k
+    f = m - np.float32(1.0)
+    s = f / (np.float32(2.0) + f)
+    s2 = s * s
+    p = np.float32(1.0 / 9.0)
+    for j in range(7, 0, -2):  # unrolled by LLVM: a fixed trip count
+        p = p * s2 + np.float32(1.0 / j)
+    log_x = k * np.float32(0.6931471805599453) + np.float32(2.0) * s * p
+    return np.float32(-np.inf) if x == np.float32(0.0) else log_x
+
+
+def _log_unit_interval_f64(x):
+    subnormal = x < 2.2250738585072014e-308
+    bits = _bitcast_float_to_int(x * 4503599627370496.0 if subnormal else x)  # 2**52
+    m = _bitcast_int_to_float((bits & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FF0000000000000))
+    k = np.float64(bits >> np.int64(52)) - (1075.0 if subnormal else 1023.0)
+    high = m > 1.4142135623730951
+    m = m * 0.5 if high else m
+    k = k + 1.0 if high else k
+    f = m - 1.0
+    s = f / (2.0 + f)
+    s2 = s * s
+    p = 1.0 / 21.0
+    for j in range(19, 0, -2):
+        p = p * s2 + 1.0 / j
+    # log(2) in two parts, as in exp_nonpos: k * 0.6931471803691238 is exact
+    log_x = k * 0.6931471803691238 + (k * 1.9082149292705877e-10 + 2.0 * s * p)
+    return -np.inf if x == 0.0 else log_x
+
+
+_overload_by_precision(log_unit_interval, _log_unit_interval_f32, _log_unit_interval_f64)
+
+
+
+def tanh(x):
+    """tanh(x), vectorisable: ±inf give ±1, NaN stays NaN; float32 or float64."""
+    raise NotImplementedError("tanh is only callable from jitted code")
+
+
+# float32: tanh(u) = u P(u^2) / Q(u^2) for |u| <= 9.1 (beyond, tanh rounds to
+# 1). P (degree 6) and Q (degree 3) are a minimax fit of the relative error
+# (differential correction; 7e-8 in exact arithmetic, 3.3e-7 in float32), at
+# half the cost of the expm1 route below.
+_TANH_P = (
+    0.9999999314586586, 0.1293119977572292, 0.0029336468851533155, 9.390758233123665e-06,
+    -1.3228844465088204e-08, 2.0237141037597756e-11, -4.908435452461503e-15,
+)  # fmt: skip
+_TANH_Q = (1.0, 0.4626450540454471, 0.02381579226096168, 0.00022990487752930092)
+
+
+def _tanh_f32(x):
+    one = np.float32(1.0)
+    # selects written so that NaN passes through them (x86 min/max would drop it)
+    u = abs(x)
+    u = np.float32(9.1) if u > np.float32(9.1) else u
+    s = u * u
+    p = np.float32(_TANH_P[6])
+    for j in range(5, -1, -1):  # unrolled by LLVM: a fixed trip count
+        p = p * s + np.float32(_TANH_P[j])
+    q = np.float32(_TANH_Q[3])
+    for j in range(2, -1, -1):
+        q = q * s + np.float32(_TANH_Q[j])
+    t = u * p / q
+    t = one if t > one else t  # the fit's rounding reaches 1 + 2 ulp near the clamp
+    return math.copysign(t, x)
+
+
+# float64: tanh|u| = -e / (2 + e) with e = expm1(-2|u|), which keeps full
+# relative precision for small |u| (where 1 - exp(-2|u|) would cancel).
+# expm1(x) = 2**k expm1(r) + (2**k - 1), k and r reduced as for exp, and
+# expm1(r) = r (1 + r/2! + r^2/3! + ...), the Taylor series, stopped where its
+# next term is below epsilon at |r| = ln2/2. Below -40 expm1 is -1 to double
+# precision; clamping there keeps 2**k a normal number.
+_INV_FACTORIAL = tuple(1.0 / math.factorial(j) for j in range(15))
+
+
+def _tanh_f64(x):
+    e = max(-abs(x + x), -40.0)
+    k = np.rint(e * 1.4426950408889634)
+    r = e - k * 0.6931471803691238
+    r = r - k * 1.9082149292705877e-10
+    p = _INV_FACTORIAL[14]
+    for j in range(13, 0, -1):
+        p = p * r + _INV_FACTORIAL[j]
+    two_k = _bitcast_int_to_float((np.int64(k) + np.int64(1023)) << np.int64(52))
+    em = two_k * (r * p) + (two_k - 1.0)  # expm1(-2|x|), in [-1, 0]
+    return math.copysign(abs(em) / (em + 2.0), x) if x == x else x
+
+
+_overload_by_precision(tanh, _tanh_f32, _tanh_f64)
+
+
 # --- row building blocks (inlined into the kernels) -------------------------
 
 # Elements summed in the working precision before the partial sum goes into a
@@ -384,6 +499,18 @@ def row_weighted_gap(x, m, w):
 
 
 @njit(inline="always")
+def row_sum(v):
+    """sum(v) in float64, over chunks of SUM_CHUNK summed in the working precision."""
+    total = 0.0
+    for start in range(0, v.size, SUM_CHUNK):
+        partial = v.dtype.type(0.0)
+        for c in range(start, min(start + SUM_CHUNK, v.size)):
+            partial += v[c]
+        total += partial
+    return total
+
+
+@njit(inline="always")
 def row_fill(out, value):
     for c in range(out.size):
         out[c] = value
@@ -467,20 +594,353 @@ def softmax_rows(X, out, stream):
 
 
 # --- cross-entropy ---------------------------------------------------------------
-# Per row, with p = softmax(x), lse = log-sum-exp, eps = label smoothing:
-#   index target y:  loss = (1-eps) w_y (lse - x_y) + eps/C sum_c w_c (lse - x_c)
-#                    grad = s [p (((1-eps) w_y + eps/C sum(w)) - eps/C w - (1-eps) w_y onehot(y)]
-#   soft target t:   t' = (1-eps) t + eps/C
-#                    loss = sum_c w_c t'_c (lse - x_c),  grad = s [p sum(w t') - w t']
-# where s is the reduction's scale (1, or 1/denominator for "mean"). lse - x_c
+# Per row, with x the logits after the optional softcap x <- cap tanh(x / cap),
+# p = softmax(x), lse = log-sum-exp, eps = label smoothing, s the sample weight:
+#   index target y:  t' = (1-eps) onehot(y) + eps/C,  row weight r = s w_y
+#   soft target t:   t' = (1-eps) t + eps/C,          row weight r = s
+#   loss = s sum_c w_c t'_c (lse - x_c) + z r lse^2
+#   grad = k [s p sum(w t') - s w t'] + k 2 z r lse p,  times 1 - tanh^2(x / cap) with a softcap
+# where k is the reduction's scale (1, or 1/denominator for "mean"). lse - x_c
 # is computed as log(d) + (m - x_c) so that a large common shift stays exact.
 # Everything read from x is read before the gradient row is written, so the
 # gradient may overwrite the logits (G is X).
 
 
+@njit(inline="always")
+def row_argmax(x, m):
+    """First index of the row max ``m``, or of the first NaN (as ``np.argmax``).
+
+    A vectorised test of each chunk finds the chunk holding it, so that the
+    element-by-element search runs over one chunk only.
+    """
+    for start in range(0, x.size, SUM_CHUNK):
+        stop = min(start + SUM_CHUNK, x.size)
+        hits = 0
+        for c in range(start, stop):
+            hits += (x[c] == m) | (x[c] != x[c])
+        if hits:
+            for c in range(start, stop):
+                if x[c] == m or x[c] != x[c]:
+                    return c
+    return 0
+
+
+@njit(inline="always")
+def softcap_row(x, cap, out):
+    """``out = cap * tanh(x / cap)`` (±inf give ±cap, NaN stays NaN); returns ``max(out)``."""
+    dt = x.dtype.type
+    c, inv = dt(cap), dt(1.0 / cap)
+    m = dt(-np.inf)
+    for k in range(x.size):
+        v = c * tanh(x[k] * inv)
+        out[k] = v
+        m = maximum(m, v)
+    return m
+
+
+@njit(inline="always")
+def soft_target_terms(x, t, w, m, keep, spread):
+    """sum(w t') and sum(w t' (m - x)) in float64, with t' = keep t + spread."""
+    tw_sum = 0.0
+    gap = 0.0
+    for c in range(x.size):
+        wt = w[c] * (keep * t[c] + spread)
+        tw_sum += wt
+        # a class with zero target mass adds nothing, even where x = -inf
+        gap += wt * (m - x[c]) if wt != 0 else 0.0
+    return tw_sum, gap
+
+
 @Kernel
-def ce_index_rows(X, y, w, weighted, w_sum, ignore_index, eps, scale, with_grad, G, stream, loss):
-    """Cross-entropy with class-index targets; loss[n] is the weighted row loss.
+def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, with_grad, G, stream, loss, z_loss, lse, argmax):
+    """Cross-entropy per row: class indices ``y``, or probabilities ``T`` when it has rows.
+
+    ``sw`` holds one weight per row (empty: all ones); ``cap`` is the softcap
+    (0: none) and ``z`` the z-loss factor. ``loss[n]`` receives the row's loss;
+    ``z_loss``, ``lse`` and ``argmax``, unless empty, the row's z-loss term,
+    log-sum-exp (of the softcapped logits) and predicted class (of the raw
+    logits). Returns the sum of ``loss``.
+    """
+    N, C = X.shape
+    dt = X.dtype.type
+    soft = T.shape[0] > 0
+    keep = dt(1.0 - eps)
+    spread = dt(eps / C) if C else dt(0.0)
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        scratch = np.empty(C if with_grad else 0, X.dtype)
+        capped = np.empty(C if cap > 0.0 else 0, X.dtype)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            x = X[n]
+            label = -1 if soft else y[n]
+            ignored = label == ignore_index and not soft
+            if z_loss.size:
+                z_loss[n] = 0.0
+            if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
+                set_row(loss, G, n, with_grad, 0.0)
+                continue
+            xs = x
+            if cap > 0.0:
+                m = softcap_row(x, cap, capped)
+                xs = capped
+            else:
+                m = row_max(x)
+            if argmax.size:
+                argmax[n] = row_argmax(x, m if cap == 0.0 else row_max(x))
+            if not np.isfinite(m):  # NaN or +inf in the row, or the row all -inf
+                if lse.size:
+                    lse[n] = m
+                set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
+                continue
+            d = row_sum_exp(xs, m, scratch, with_grad and not ignored, X[min(n + 1, N - 1)])
+            log_d = math.log(d)
+            row_lse = m + log_d
+            if lse.size:
+                lse[n] = row_lse
+            if ignored:
+                set_row(loss, G, n, with_grad, 0.0)
+                continue
+            s = sw[n] if sw.size else 1.0
+            w_y = 0.0
+            if soft:
+                tw_sum, gap = soft_target_terms(xs, T[n], w, m, keep, spread)
+                ce = log_d * tw_sum + gap
+                r = s
+            else:
+                w_y = float(w[label])
+                gap = row_weighted_gap(xs, m, w) if eps > 0.0 else 0.0
+                tw_sum = (1.0 - eps) * w_y + (eps / C) * w_sum
+                ce = (1.0 - eps) * w_y * (log_d + float(m - xs[label])) + (eps / C) * (log_d * w_sum + gap)
+                r = s * w_y
+            # With C = 1, p = 1 and the cross-entropy part is exactly zero, which
+            # the general formula misses by rounding: drop it (the z-loss stays).
+            k = 0.0 if C == 1 else scale * s
+            zl = z * r * row_lse * row_lse
+            loss[n] = (0.0 if C == 1 else s * ce) + zl
+            if z_loss.size:
+                z_loss[n] = zl
+            if not with_grad:
+                continue
+            a = dt((k * tw_sum + scale * 2.0 * z * r * row_lse) / d)
+            g = G[n]
+            if not soft and cap == 0.0 and not (weighted and eps > 0.0):
+                write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label)
+                g[label] -= dt(k * (1.0 - eps) * w_y)
+                continue
+            if soft:
+                t, kt = T[n], dt(k)
+                for c in range(C):
+                    scratch[c] = scratch[c] * a - kt * (w[c] * (keep * t[c] + spread))
+            else:
+                b = dt(k * eps / C)
+                for c in range(C):
+                    scratch[c] = scratch[c] * a - b * w[c]
+                scratch[label] -= dt(k * (1.0 - eps) * w_y)
+            if cap > 0.0:
+                # d(cap tanh(x / cap))/dx = 1 - tanh^2. A division, not a product
+                # with 1/cap: reassoc would regroup (v/cap)^2 differently in the
+                # threaded and the serial build, and their bits would differ.
+                cap_t = dt(cap)
+                for c in range(C):
+                    v = capped[c] / cap_t
+                    scratch[c] *= dt(1.0) - v * v
+            write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1)
+        store_fence()
+    return ordered_sum(loss)
+
+
+# --- elementwise losses ----------------------------------------------------------
+# ELEMENTWISE: the kernels below treat each element as its own prediction.
+# Their row functions are called with constant flags (with_grad, ...) at each
+# call site: a store under a runtime condition keeps LLVM from vectorising the
+# loop. Per-element losses go to L for reduction="none", otherwise to a scratch
+# row that stays in cache; each row's losses are summed in a loop of their own
+# (summed in the loop that writes the gradient, their order would depend on
+# whether the gradient overwrites the input, which changes how LLVM vectorises).
+
+
+# --- binary cross-entropy with logits -------------------------------------------
+# Per element, with lw = 1 + (pos_weight - 1) t and softplus(-x) = log(1 + e^-x)
+# evaluated as log1p(exp(-|x|)) + max(-x, 0) (finite for any finite x):
+#   loss = w [(1 - t) x + lw softplus(-x)],   grad = s w [lw sigmoid(x) - pos_weight t]
+
+
+@njit(inline="always")
+def _bce_logits_row(x, t, w, pw, out, g, s, with_grad):
+    dt = x.dtype.type
+    one, zero = dt(1.0), dt(0.0)
+    for c in range(x.size):
+        xc, tc = x[c], t[c]
+        e = exp_nonpos(-abs(xc))  # exp(-|x|), in (0, 1]
+        lw = (pw[c] - one) * tc + one
+        out[c] = w[c] * ((one - tc) * xc + lw * (log1p_unit(e) + max(-xc, zero)))
+        if with_grad:  # g may be x: x[c] is read above, before this write
+            r = one / (one + e)
+            sigmoid = r if xc >= zero else e * r
+            g[c] = s * w[c] * (lw * sigmoid - pw[c] * tc)
+
+
+@Kernel
+def bce_logits_rows(X, T, W, PW, scale, with_grad, G, L, row_loss):
+    """Binary cross-entropy with logits per element, into ``L`` (unless it is
+    empty), its row sums into ``row_loss``; returns the sum of ``row_loss``.
+
+    ``W`` and ``PW`` hold either one row (shared by every row) or one per row.
+    """
+    N, C = X.shape
+    s = X.dtype.type(scale)
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        scratch = np.empty(0 if L.size else C, X.dtype)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            out = L[n] if L.size else scratch
+            w, pw = W[n if W.shape[0] > 1 else 0], PW[n if PW.shape[0] > 1 else 0]
+            if with_grad:  # constant flags at each call: see ELEMENTWISE
+                _bce_logits_row(X[n], T[n], w, pw, out, G[n], s, True)
+            else:
+                _bce_logits_row(X[n], T[n], w, pw, out, out, s, False)
+            row_loss[n] = row_sum(out)
+    return ordered_sum(row_loss)
+
+
+# --- losses on probabilities -----------------------------------------------------
+# PyTorch's binary_cross_entropy per element (aten/src/ATen/native/Loss.cpp),
+# each log clamped at -100 so that p = 0 or 1 gives a finite loss:
+#   loss = w [(t - 1) max(log1p(-p), -100) - t max(log(p), -100)]
+#   grad = s w (p - t) / max((1 - p) p, eps)
+# with PyTorch's eps in the denominator, which bounds the gradient at p = 0, 1.
+
+
+
+
+@njit(inline="always")
+def _bce_probs_row(p, t, w, out, g, eps, s, with_grad):
+    dt = p.dtype.type
+    one, floor = dt(1.0), dt(-100.0)
+    tiny = dt(np.finfo(np.float32).tiny)
+    for c in range(p.size):
+        pc, tc = p[c], t[c]
+        # log1p(-p) = log(q) + e / q, with q = 1 - p rounded and e = 1 - p - q
+        # exactly (1 - q is exact); max() keeps 0 / 0 away at p = 1
+        q = one - pc
+        log1p_neg_p = log_unit_interval(q) + ((one - q) - pc) / max(q, tiny)
+        log_p = max(log_unit_interval(pc), floor)
+        log_q = max(log1p_neg_p, floor)
+        out[c] = ((tc - one) * log_q - tc * log_p) * w[c]
+        if with_grad:  # g may be p: p[c] is read above, before this write
+            g[c] = (pc - tc) / max(q * pc, eps) * w[c] * s
+
+
+@Kernel
+def bce_probs_rows(P, T, W, eps, scale, with_grad, G, L, row_loss):
+    """Binary cross-entropy of probabilities per element, into ``L`` (unless it
+    is empty), its row sums into ``row_loss``; returns the sum of ``row_loss``.
+
+    ``W`` holds either one row (shared by every row) or one per row.
+    """
+    N, C = P.shape
+    dt = P.dtype.type
+    eps, s = dt(eps), dt(scale)
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        scratch = np.empty(0 if L.size else C, P.dtype)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            out = L[n] if L.size else scratch
+            w = W[n if W.shape[0] > 1 else 0]
+            if with_grad:  # constant flags at each call: see ELEMENTWISE
+                _bce_probs_row(P[n], T[n], w, out, G[n], eps, s, True)
+            else:
+                _bce_probs_row(P[n], T[n], w, out, out, eps, s, False)
+            row_loss[n] = row_sum(out)
+    return ordered_sum(row_loss)
+
+
+# --- focal losses ------------------------------------------------------------------
+
+
+# Sigmoid focal loss per element (torchvision.ops.sigmoid_focal_loss), with
+# p = sigmoid(x), q = 1 - p_t = (1 - t) p + t (1 - p) and a_t = a_neg + (a_pos - a_neg) t:
+#   loss = a_t q^g ce,  ce = (1 - t) x + softplus(-x)
+#   grad = s a_t q^g [(p - t) + g ce (1 - 2t) p (1 - p) / q]
+# where s is the reduction's scale. With e = exp(-|x|) and r = 1 / (1 + e),
+# p and 1 - p are r and e r (in some order), so q = r u with
+# u = (1 - t) + t e (x >= 0) or t + (1 - t) e (x < 0), u in [e, 1]:
+# log q = log(u) - log1p(e) keeps its precision where 1 - p_t would round to 0,
+# and p (1 - p) / q = e r / u <= 1 keeps the gradient finite for g < 1.
+# g = 2 (the usual choice) takes q * q: half the time of exp(g log q).
+
+
+@njit(inline="always")
+def _sigmoid_focal_row(x, t, out, grad, a0, a1, g, s, with_grad, square):
+    dt = x.dtype.type
+    one, zero, two = dt(1.0), dt(0.0), dt(2.0)
+    for c in range(x.size):
+        xc, tc = x[c], t[c]
+        e = exp_nonpos(-abs(xc))
+        r = one / (one + e)
+        log1p_e = log1p_unit(e)
+        # x + max(-x, 0) is exact for t = 0: log1p(e) is added last, so a
+        # confident right answer keeps its small loss (focal losses weigh those)
+        ce = ((one - tc) * xc + max(-xc, zero)) + log1p_e
+        u = (one - tc) + tc * e if xc >= zero else tc + (one - tc) * e
+        if square:
+            q = r * u
+            focus = q * q
+        else:  # u = 0 only where e underflows and t is 0 or 1: there ce = 0 and p = t
+            focus = exp_nonpos(g * min(log_unit_interval(u) - log1p_e, zero)) if u > zero else zero
+        weight = (a0 + a1 * tc) * focus
+        out[c] = weight * ce
+        if with_grad:  # grad may be x: x[c] is read above, before this write
+            e_r = e * r
+            sigmoid, not_sigmoid = (r, e_r) if xc >= zero else (e_r, r)
+            # p - t without the cancellation of r - 1 where p rounds to t
+            p_minus_t = (one - tc) * sigmoid - tc * not_sigmoid
+            ratio = e_r / u if u > zero else zero
+            grad[c] = s * weight * (p_minus_t + g * ce * (one - two * tc) * ratio)
+
+
+@Kernel
+def sigmoid_focal_rows(X, T, a_pos, a_neg, gamma, scale, with_grad, G, L, row_loss):
+    """Sigmoid focal loss per element (targets in [0, 1]) into ``L`` (unless
+    it is empty), its row sums into ``row_loss``; returns the sum of ``row_loss``."""
+    N, C = X.shape
+    dt = X.dtype.type
+    a0, a1, g, s = dt(a_neg), dt(a_pos - a_neg), dt(gamma), dt(scale)
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        scratch = np.empty(0 if L.size else C, X.dtype)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            x, t, out = X[n], T[n], L[n] if L.size else scratch
+            # constant flags at each call: see ELEMENTWISE
+            if with_grad and gamma == 2.0:
+                _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, True)
+            elif with_grad:
+                _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, False)
+            elif gamma == 2.0:
+                _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, True)
+            else:
+                _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, False)
+            row_loss[n] = row_sum(out)
+    return ordered_sum(row_loss)
+
+
+# Softmax focal loss per row with a class-index target y, w = weight[y],
+# nll = lse - x_y = -log p_y and q = 1 - p_y:
+#   loss = w q^g nll
+#   grad = s w K (p - onehot(y)),  K = q^g + g p_y nll q^(g-1)
+# from dp_y/dx_c = p_y (onehot - p_c). K = q^g (1 + g p_y nll / q) where
+# p_y nll / q is in [0, 1] (nll ~ q as p_y -> 1), so K is finite for g < 1
+# and K -> q^g when p_y = 1 exactly. q = -expm1(-nll) keeps its precision as
+# p_y -> 1. With g = 0 this is cross-entropy, computed the same way.
+
+
+@Kernel
+def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream, loss):
+    """Softmax focal loss with class-index targets; loss[n] is the weighted row loss.
 
     Returns the sum of ``loss``.
     """
@@ -500,101 +960,19 @@ def ce_index_rows(X, y, w, weighted, w_sum, ignore_index, eps, scale, with_grad,
             if not np.isfinite(m):  # NaN or +inf in the row, or the row all -inf
                 set_row(loss, G, n, with_grad, np.nan)
                 continue
-            if C == 1:  # p = 1: exactly zero, which the general formula misses by rounding
+            if C == 1:  # p_y = 1
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
             w_y = float(w[label])
-            gap_y = float(m - x[label])
-            gap = row_weighted_gap(x, m, w) if eps > 0.0 else 0.0
             d = row_sum_exp(x, m, scratch, with_grad, X[min(n + 1, N - 1)])
-            log_d = math.log(d)
-            loss[n] = (1.0 - eps) * w_y * (log_d + gap_y) + (eps / C) * (log_d * w_sum + gap)
+            nll = math.log(d) + float(m - x[label])
+            q = -math.expm1(-nll)
+            q_g = q**gamma
+            loss[n] = w_y * q_g * nll
             if with_grad:
-                a = dt(scale * ((1.0 - eps) * w_y + (eps / C) * w_sum) / d)
-                b = dt(scale * eps / C)
-                g = G[n]
-                if weighted and eps > 0.0:
-                    for c in range(C):
-                        scratch[c] = scratch[c] * a - b * w[c]
-                    write_row(g, scratch, 1.0, 0.0, 0.0, stream, label)
-                else:
-                    write_row(g, scratch, a, b, 0.0, stream, label)
-                g[label] -= dt(scale * (1.0 - eps) * w_y)
+                p_y = math.exp(-nll)
+                k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
+                write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label)
+                G[n, label] -= dt(scale * w_y * k)
         store_fence()
     return ordered_sum(loss)
-
-
-@Kernel
-def ce_soft_rows(X, T, w, eps, scale, with_grad, G, stream, loss):
-    """Cross-entropy with probability targets; loss[n] is the row loss.
-
-    Returns the sum of ``loss``.
-    """
-    N, C = X.shape
-    dt = X.dtype.type
-    keep = dt(1.0 - eps)
-    spread = dt(eps / C) if C else dt(0.0)
-    n_blocks, per_block = row_blocks(N, C)
-    for blk in prange(n_blocks):
-        scratch = np.empty(C if with_grad else 0, X.dtype)
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            x, t = X[n], T[n]
-            m = row_max(x)
-            if not np.isfinite(m):
-                set_row(loss, G, n, with_grad, np.nan)
-                continue
-            if C == 1:
-                set_row(loss, G, n, with_grad, 0.0)
-                continue
-            tw_sum = 0.0
-            gap = 0.0
-            for c in range(C):
-                wt = w[c] * (keep * t[c] + spread)
-                tw_sum += wt
-                # a class with zero target mass adds nothing, even where x = -inf
-                gap += wt * (m - x[c]) if wt != 0 else 0.0
-            d = row_sum_exp(x, m, scratch, with_grad, X[min(n + 1, N - 1)])
-            loss[n] = math.log(d) * tw_sum + gap
-            if with_grad:
-                a = dt(scale * tw_sum / d)
-                s = dt(scale)
-                for c in range(C):
-                    scratch[c] = scratch[c] * a - s * (w[c] * (keep * t[c] + spread))
-                write_row(G[n], scratch, 1.0, 0.0, 0.0, stream, -1)
-        store_fence()
-    return ordered_sum(loss)
-
-
-# --- binary cross-entropy with logits -------------------------------------------
-# Per element, with lw = 1 + (pos_weight - 1) t and softplus(-x) = log(1 + e^-x)
-# evaluated as log1p(exp(-|x|)) + max(-x, 0) (finite for any finite x):
-#   loss = w [(1 - t) x + lw softplus(-x)],   grad = s w [lw sigmoid(x) - pos_weight t]
-
-
-@Kernel
-def bce_logits_rows(X, T, W, PW, scale, with_grad, G, loss):
-    """Binary cross-entropy with logits per element; returns the sum of ``loss``.
-
-    ``W`` and ``PW`` hold either one row (shared by every row) or one per row.
-    """
-    N, C = X.shape
-    dt = X.dtype.type
-    one, zero, s = dt(1.0), dt(0.0), dt(scale)
-    n_blocks, per_block = row_blocks(N, C)
-    for blk in prange(n_blocks):
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            x, t, out = X[n], T[n], loss[n]
-            w = W[n if W.shape[0] > 1 else 0]
-            pw = PW[n if PW.shape[0] > 1 else 0]
-            for c in range(C):
-                xc, tc = x[c], t[c]
-                e = exp_nonpos(-abs(xc))  # exp(-|x|), in (0, 1]
-                lw = (pw[c] - one) * tc + one
-                out[c] = w[c] * ((one - tc) * xc + lw * (log1p_unit(e) + max(-xc, zero)))
-                if with_grad:  # G may be X: x[c] is read above, before this write
-                    r = one / (one + e)
-                    sigmoid = r if xc >= zero else e * r
-                    G[n, c] = s * w[c] * (lw * sigmoid - pw[c] * tc)
-    return ordered_sum(loss.ravel())

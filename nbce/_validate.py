@@ -25,6 +25,25 @@ def float_array(x, name):
     return x
 
 
+# Half precisions are computed in float32. Full-size results (gradients,
+# softmax) return to the input dtype; reductions over classes (losses,
+# log-sum-exp) stay float32, which holds them to float32 accuracy where a
+# bfloat16 result would be rounded to 3 significant digits. bfloat16 is
+# recognised by name (ml_dtypes' dtype), so ml_dtypes is optional.
+HALF_PRECISIONS = ("float16", "bfloat16")
+
+
+def logits_array(x, name):
+    """``(x_compute, dtype)``: ``x`` as a float32/float64 array to compute with,
+    and the dtype of full-size results (``x``'s own)."""
+    x = np.asarray(x)
+    if x.dtype.name in HALF_PRECISIONS:
+        return x.astype(np.float32), x.dtype
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64 (or float16, bfloat16), got dtype {x.dtype}")
+    return x, x.dtype
+
+
 class Rows:
     """``x`` with the axes in ``axis`` moved last, as a contiguous 2-D array.
 
@@ -92,6 +111,49 @@ def label_smoothing(eps):
     return eps
 
 
+def z_loss(value):
+    z = float(value)
+    if not (math.isfinite(z) and z >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0, got {value!r}")
+    return z
+
+
+def softcap(value):
+    """The softcap as a float, 0.0 for None (no cap)."""
+    if value is None:
+        return 0.0
+    cap = float(value)
+    if not (math.isfinite(cap) and cap > 0.0):
+        raise ValueError(f"softcap must be None or a finite number > 0, got {value!r}")
+    return cap
+
+
+_NO_ROW_WEIGHT = np.empty(0)
+
+
+def sample_weight(value, batch_shape):
+    """Per-row weights broadcast to ``batch_shape``, as a flat float64 array in
+    row order (empty for None: all ones)."""
+    if value is None:
+        return _NO_ROW_WEIGHT
+    v = np.asarray(value)
+    if v.dtype.kind not in "fiu":
+        raise TypeError(f"sample_weight must be real numbers, got dtype {v.dtype}")
+    try:
+        v = np.broadcast_to(v, batch_shape)
+    except ValueError:
+        raise ValueError(
+            f"sample_weight of shape {v.shape} does not broadcast to the rows' shape {batch_shape} "
+            "(the logits without the class axis)"
+        ) from None
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(v)):
+        raise ValueError("sample_weight must be finite (found NaN or inf)")
+    if np.any(v < 0):
+        raise ValueError("sample_weight must be >= 0")
+    return v
+
+
 @functools.lru_cache(maxsize=32)
 def _ones(n, dtype):
     return np.ones(n, dtype)  # shared: kernels only read it
@@ -116,6 +178,13 @@ def ignore_index(value):
         return operator.index(value)
     except TypeError:
         raise TypeError(f"ignore_index must be an integer, got {value!r}") from None
+
+
+def target_array(target):
+    """``target`` as an array; bfloat16 probabilities as float32 (NumPy does
+    not see ml_dtypes' bfloat16 as a float)."""
+    target = np.asarray(target)
+    return target.astype(np.float32) if target.dtype.name == "bfloat16" else target
 
 
 def target_kind(target, logits_shape, axis):
@@ -146,13 +215,15 @@ def target_kind(target, logits_shape, axis):
     )
 
 
-def out_array(out, x, target):
-    """``out=`` must be a writable array shaped like ``x``, apart from ``target``."""
+def out_array(out, x, target, dtype=None):
+    """``out=`` must be a writable array shaped like ``x`` (with ``x``'s dtype
+    unless ``dtype`` is given), apart from ``target``."""
+    dtype = x.dtype if dtype is None else dtype
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    if out.shape != x.shape or out.dtype != x.dtype:
+    if out.shape != x.shape or out.dtype != dtype:
         raise ValueError(
-            f"out must have the shape and dtype of logits {x.shape} {x.dtype}, got {out.shape} {out.dtype}"
+            f"out must have the shape and dtype of logits {x.shape} {dtype}, got {out.shape} {out.dtype}"
         )
     if not out.flags.writeable:
         raise ValueError("out is read-only")
@@ -192,6 +263,47 @@ def finish_grad(grad_rows, rows, out):
     return out
 
 
+def cast_into(values, out, dtype):
+    """``values`` (computed in float32 for a half-precision input) in ``dtype``:
+    written into ``out`` when given, else as a new array."""
+    if out is None:
+        return values.astype(dtype)
+    out[...] = values
+    return out
+
+
+def rows_shape(shape):
+    """The (rows, classes) view of an elementwise loss's input of ``shape``:
+    the last axis is the classes; a 0-d input is one row of one element."""
+    return (math.prod(shape[:-1]), shape[-1]) if shape else (1, 1)
+
+
+def elementwise_loss(kernel, x, dtype, t, params, reduction, with_grad, out):
+    """Loss and gradient (or None) of an elementwise loss, from
+    ``kernel(X, T, *params, scale, with_grad, G, L, row_loss)`` on the
+    (rows, classes) views of ``x`` and ``t`` (see ``_cpu``'s ELEMENTWISE)."""
+    out_1d = None
+    if out is not None:
+        out_array(out, x, t, dtype)
+        if dtype == x.dtype:  # half precisions compute into a float32 buffer of their own
+            out_1d = np.atleast_1d(out)  # a view: a 0-d input is one row of one element
+    rows = Rows(np.atleast_1d(x), -1)
+    t2 = np.ascontiguousarray(t.reshape(rows.rows.shape), dtype=x.dtype)
+    grad = grad_buffer(out_1d, rows) if with_grad else np.empty((0, 0), x.dtype)
+    per_element = reduction == "none"  # otherwise the row sums are enough
+    losses = np.empty(rows.rows.shape if per_element else (0, 0), x.dtype)
+    row_loss = np.empty(rows.rows.shape[0])
+    scale = 1.0 / x.size if reduction == "mean" and x.size else 1.0
+    total = kernel(rows.rows, t2, *params, scale, with_grad, grad, losses, row_loss)
+    loss = reduce_losses(losses.reshape(x.shape) if per_element else None, total, reduction, x.size, x.dtype)
+    if not with_grad:
+        return loss, None
+    grad = finish_grad(grad, rows, out_1d).reshape(x.shape)
+    if dtype != x.dtype:
+        return loss, cast_into(grad, out, dtype)
+    return loss, grad if out is None else out
+
+
 def reduce_losses(losses, total, reduction, denominator, dtype):
     """Per-row ``losses`` (summing to ``total``) as ``reduction`` asks, in ``dtype``.
 
@@ -204,8 +316,9 @@ def reduce_losses(losses, total, reduction, denominator, dtype):
     return dtype.type(total / denominator if denominator != 0 else np.nan)
 
 
-def index_labels(target, n_classes, ignore, weight):
-    """Flattened int64 labels and the summed ``weight`` of the rows not ignored.
+def index_labels(target, n_classes, ignore, weight, row_weight=_NO_ROW_WEIGHT):
+    """Flattened int64 labels and the summed ``row_weight * weight[label]`` of
+    the rows not ignored (``row_weight``: one per row, or empty for ones).
 
     ``IndexError`` for any label outside [0, C) that is not ``ignore``.
     """
@@ -213,7 +326,7 @@ def index_labels(target, n_classes, ignore, weight):
     if labels.dtype == np.uint64 and labels.size and labels.max() > np.iinfo(np.int64).max:
         _bad_label(labels, int(np.argmax(labels)), n_classes, ignore)  # would wrap in int64
     labels = labels.astype(np.int64, copy=False)
-    first_bad, kept_weight = _scan_labels(labels, n_classes, ignore, weight)
+    first_bad, kept_weight = _scan_labels(labels, n_classes, ignore, weight, row_weight)
     if first_bad >= 0:
         _bad_label(labels, first_bad, n_classes, ignore)
     return labels, kept_weight
@@ -226,7 +339,7 @@ def _bad_label(labels, position, n_classes, ignore):
     )
 
 
-def _scan_labels_body(labels, n_classes, ignore, weight):
+def _scan_labels_body(labels, n_classes, ignore, weight, row_weight):
     total = 0.0
     for i in range(labels.size):
         label = labels[i]
@@ -234,10 +347,81 @@ def _scan_labels_body(labels, n_classes, ignore, weight):
             continue
         if label < 0 or label >= n_classes:
             return i, total
-        total += weight[label]
+        total += weight[label] * (row_weight[i] if row_weight.size else 1.0)
     return -1, total
 
 
 # One pass over the labels: the first bad position (-1 if none) and the
-# "mean" denominator of PyTorch (sum of w[y] over rows not ignored).
+# "mean" denominator (sum of w[y], times the sample weights, over rows not
+# ignored; PyTorch's without sample weights).
 _scan_labels = cached_njit(_scan_labels_body)
+
+
+def unit_interval(x, name):
+    """``ValueError`` unless every element of the array ``x`` is in [0, 1] (NaN is not)."""
+    if x.size and not (x.min() >= 0 and x.max() <= 1):  # min and max return NaN if there is one
+        with np.errstate(invalid="ignore"):
+            bad = x[~((x >= 0) & (x <= 1))].flat[0]
+        raise ValueError(f"all elements of {name} must be between 0 and 1, found {bad}")
+
+
+def elementwise_weight(value, name, shape, rows_shape, dtype):
+    """``value`` broadcast to an array of ``shape`` viewed as ``rows_shape``
+    (rows, classes): a contiguous ``dtype`` array with one row shared by every
+    row, or one row per row. Ones when ``value`` is None."""
+    if value is None:
+        return np.ones((1, rows_shape[1]), dtype)
+    v = np.asarray(value)
+    if v.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be real numbers, got dtype {v.dtype}")
+    try:
+        full = np.broadcast_to(v, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {v.shape} does not broadcast to the input shape {shape}") from None
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    if v.ndim <= 1 or all(d == 1 for d in v.shape[:-1]):  # constant along the rows
+        return np.ascontiguousarray(np.broadcast_to(v.reshape(-1), (1, rows_shape[1])), dtype=dtype)
+    return np.ascontiguousarray(full.reshape(rows_shape), dtype=dtype)
+
+
+def _real_number(value, name):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def focal_gamma(gamma):
+    """The focusing exponent of the focal losses: finite and >= 0."""
+    g = _real_number(gamma, "gamma")
+    if not 0.0 <= g < math.inf:  # also rejects NaN
+        raise ValueError(f"gamma must be finite and >= 0, got {g}")
+    return g
+
+
+def focal_alpha(alpha):
+    """``(weight of positives, weight of negatives)`` of the sigmoid focal loss.
+
+    ``alpha`` in [0, 1] weighs positives by alpha and negatives by 1 - alpha;
+    None or a negative value (torchvision's -1) weighs both by 1.
+    """
+    if alpha is None:
+        return 1.0, 1.0
+    a = _real_number(alpha, "alpha")
+    if a < 0.0:
+        return 1.0, 1.0
+    if not a <= 1.0:  # also rejects NaN
+        raise ValueError(f"alpha must be in [0, 1], or negative or None for no weighting, got {a}")
+    return a, 1.0 - a
+
+
+def probability_target(target, shape, input_name="logits"):
+    """``target`` as an array (bfloat16 as float32), checked to hold floats and
+    to have ``shape`` (elementwise binary targets)."""
+    t = target_array(target)
+    if t.dtype.kind != "f":
+        raise TypeError(f"target must hold float probabilities, got dtype {t.dtype}")
+    if t.shape != shape:
+        raise ValueError(f"target shape {t.shape} must equal the {input_name} shape {shape}")
+    return t

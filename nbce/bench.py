@@ -188,7 +188,11 @@ def measure(case, n, c, dtype, impls=IMPLEMENTATIONS, repeats=None, budget=20.0)
     """
     data = make_data(n, c, dtype)
     calls = {impl: case.make(impl, data) for impl in impls}
-    calls = {k: f for k, f in calls.items() if f is not None}
+    return time_interleaved({k: f for k, f in calls.items() if f is not None}, repeats or _repeats(n, c), budget)
+
+
+def time_interleaved(calls, repeats, budget=20.0):
+    """Best time (s) of each zero-argument call in ``calls``: see :func:`measure`."""
     best = {}
     for impl, f in calls.items():  # warm-up: JIT compilation, first touch of memory
         t = time.perf_counter()
@@ -196,7 +200,7 @@ def measure(case, n, c, dtype, impls=IMPLEMENTATIONS, repeats=None, budget=20.0)
         best[impl] = time.perf_counter() - t
     slow = {impl for impl, t in best.items() if t > budget / 10}
     settle = 5e-3
-    for _ in range(repeats or _repeats(n, c)):
+    for _ in range(repeats):
         for impl, f in calls.items():
             if impl in slow:
                 continue
@@ -208,6 +212,54 @@ def measure(case, n, c, dtype, impls=IMPLEMENTATIONS, repeats=None, budget=20.0)
                 f()
                 best[impl] = min(best[impl], time.perf_counter() - t)
     return best
+
+
+# The options of cross_entropy_with_grad, each timed against the plain fused
+# kernel on the same data, in the same interleaved rounds.
+OPTIONS_SHAPE = (4096, 32000)
+
+
+def option_calls(data):
+    """Zero-argument calls of ``cross_entropy_with_grad``: plain, and with each option."""
+    x, y, out = data["x"], data["y"], data["out"]
+    n, c = x.shape
+    rng = np.random.default_rng(1)
+    extras = dict(return_lse=True, return_z_loss=True, return_argmax=True)
+    variants = {
+        "plain": {},
+        "weight + label_smoothing": dict(weight=rng.uniform(0.5, 2.0, c), label_smoothing=0.1),
+        "sample_weight": dict(sample_weight=rng.uniform(0.0, 2.0, n)),
+        "z_loss": dict(z_loss=1e-4),
+        "softcap": dict(softcap=30.0),
+        "return_lse/z_loss/argmax": dict(z_loss=1e-4, **extras),
+        "all of the above": dict(
+            weight=rng.uniform(0.5, 2.0, c), label_smoothing=0.1, sample_weight=rng.uniform(0.0, 2.0, n),
+            z_loss=1e-4, softcap=30.0, **extras,
+        ),
+    }  # fmt: skip
+    return {
+        name: (lambda kw=kw: nbce.cross_entropy_with_grad(x, y, out=out, **kw)) for name, kw in variants.items()
+    }
+
+
+def run_options(dtype="float32", shape=OPTIONS_SHAPE, repeats=5):
+    """Records of each option's time and its ratio to the plain fused kernel."""
+    n, c = shape
+    best = time_interleaved(option_calls(make_data(n, c, dtype)), repeats)
+    return [
+        {"option": name, "dtype": dtype, "n": n, "c": c, "time": t, "vs_plain": t / best["plain"]}
+        for name, t in best.items()
+    ]
+
+
+OPTION_COLUMNS = ["cross_entropy_with_grad option", "dtype", "shape", "time", "vs plain"]
+
+
+def option_rows(records):
+    return [
+        [r["option"], r["dtype"], f"{r['n']}x{r['c']}", _fmt_time(r["time"]), f"{r['vs_plain']:.2f}"]
+        for r in records
+    ]
 
 
 def run(functions=None, shapes=SHAPES, dtypes=DTYPES, repeats=None, progress=True):
@@ -317,14 +369,14 @@ def _fmt_time(t):
     return f"{t * 1e6:.1f} us" if t < 1e-3 else f"{t * 1e3:.2f} ms"
 
 
-def print_table(records):
+def print_table(rows, columns=COLUMNS, title="nbce bench (best of interleaved runs)"):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="nbce bench (best of interleaved runs)")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("function", "dtype", "shape") else "right")
-    for row in table_rows(records):
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i < 3 else "right")
+    for row in rows:
         table.add_row(*row)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: keep whole rows, do not fold at 80 columns
@@ -369,6 +421,18 @@ def markdown(report):
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report["records"])]
     if report.get("plot"):
         lines += ["", f"![throughput against number of classes]({report['plot']})"]
+    if report.get("options"):
+        lines += [
+            "",
+            "## Options",
+            "",
+            "`cross_entropy_with_grad` with each option, against the plain fused kernel",
+            "(`vs plain`: time over the plain call's, measured in the same interleaved rounds).",
+            "",
+            "| " + " | ".join(OPTION_COLUMNS) + " |",
+            "|" + "---|" * len(OPTION_COLUMNS),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in option_rows(report["options"])]
     return "\n".join(lines) + "\n"
 
 
@@ -423,14 +487,29 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="write the records and machine info as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="plot throughput against number of classes")
     parser.add_argument("--markdown", metavar="FILE.md", help="write the performance page")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the fused kernel's GB/s on the GPU"
+    )
+    parser.add_argument(
+        "--options",
+        action="store_true",
+        help=f"also time cross_entropy_with_grad's options against the plain call ({OPTIONS_SHAPE[0]}x{OPTIONS_SHAPE[1]})",
+    )
     args = parser.parse_args(argv)
 
     shapes = SMALL_SHAPES if args.quick else SHAPES
     if args.shapes:
         shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes]
+    if args.device == "cuda":
+        from . import bench_gpu
+
+        return bench_gpu.main(shapes if args.shapes or args.quick else None, args.dtypes, args.repeat or 10)
     records = run(args.functions, shapes, args.dtypes, repeats=args.repeat)
-    print_table(records)
+    print_table(table_rows(records))
     report = {"machine": machine(), "records": records}
+    if args.options:
+        report["options"] = run_options(repeats=args.repeat or 5)
+        print_table(option_rows(report["options"]), OPTION_COLUMNS, "cross_entropy_with_grad options")
     if args.plot:
         plot(records, args.plot)
         report["plot"] = os.path.basename(args.plot)

@@ -1,15 +1,14 @@
 """Binary (sigmoid) losses with PyTorch's semantics:
 ``binary_cross_entropy_with_logits`` and its gradient twin."""
 
-import numpy as np
-
 from . import _cpu
 from . import _validate as check
 
 _PARAMETERS = """\
     logits : array_like
-        float32 or float64 scores, any shape; each element is an independent
-        binary prediction.
+        Scores, any shape; each element is an independent binary prediction.
+        float32 or float64, or float16 / bfloat16, computed in float32 (the
+        loss comes back in float32, the gradient in their own dtype).
     target : array_like
         Probabilities of the positive class (usually 0 or 1), shaped like
         ``logits``.
@@ -94,47 +93,10 @@ array([-0.5     , -0.119203])
 
 
 def _bce_with_logits(logits, target, weight, pos_weight, reduction, with_grad, out):
-    x = check.float_array(logits, "logits")
-    t = np.asarray(target)
-    if t.dtype.kind != "f":
-        raise TypeError(f"target must hold float probabilities, got dtype {t.dtype}")
-    if t.shape != x.shape:
-        raise ValueError(f"target shape {t.shape} must equal the logits shape {x.shape}")
+    x, dtype = check.logits_array(logits, "logits")
+    t = check.probability_target(target, x.shape)
     reduction = check.reduction(reduction)
-    out_1d = None
-    if out is not None:
-        check.out_array(out, x, t)
-        out_1d = np.atleast_1d(out)  # a view: a 0-d input is one row of one element
-    rows = check.Rows(np.atleast_1d(x), -1)
-    shape2 = rows.rows.shape
-    w = _per_element(weight, "weight", x, shape2)
-    pw = _per_element(pos_weight, "pos_weight", x, shape2)
-    t2 = np.ascontiguousarray(t.reshape(shape2), dtype=x.dtype)
-    grad = check.grad_buffer(out_1d, rows) if with_grad else np.empty((0, 0), x.dtype)
-    losses = np.empty(shape2, x.dtype)
-    scale = 1.0 / x.size if reduction == "mean" and x.size else 1.0
-    total = _cpu.bce_logits_rows(rows.rows, t2, w, pw, scale, with_grad, grad, losses)
-    loss = check.reduce_losses(losses.reshape(x.shape), total, reduction, x.size, x.dtype)
-    if not with_grad:
-        return loss, None
-    grad = check.finish_grad(grad, rows, out_1d)
-    return loss, grad.reshape(x.shape) if out is None else out
-
-
-def _per_element(value, name, x, shape2):
-    """``value`` broadcast to the (rows, classes) view of ``x``, as a 2-D array
-    with one row (the same for every row) or one row per row of ``shape2``."""
-    if value is None:
-        return np.ones((1, shape2[1]), x.dtype)
-    v = np.asarray(value)
-    if v.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be real numbers, got dtype {v.dtype}")
-    try:
-        full = np.broadcast_to(v, x.shape)
-    except ValueError:
-        raise ValueError(f"{name} of shape {v.shape} does not broadcast to the logits shape {x.shape}") from None
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
-    if v.ndim <= 1 or all(d == 1 for d in v.shape[:-1]):  # one value per class at most
-        return np.ascontiguousarray(np.broadcast_to(v.reshape(-1), (1, shape2[1])), dtype=x.dtype)
-    return np.ascontiguousarray(full.reshape(shape2), dtype=x.dtype)
+    shape2 = check.rows_shape(x.shape)
+    w = check.elementwise_weight(weight, "weight", x.shape, shape2, x.dtype)
+    pw = check.elementwise_weight(pos_weight, "pos_weight", x.shape, shape2, x.dtype)
+    return check.elementwise_loss(_cpu.bce_logits_rows, x, dtype, t, (w, pw), reduction, with_grad, out)

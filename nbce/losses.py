@@ -5,11 +5,14 @@ import numpy as np
 
 from . import _cpu
 from . import _validate as check
+from ._device import device_dispatch
 from ._validate import Rows
 
 _COMMON_PARAMETERS = """\
     logits : array_like
-        float32 or float64 unnormalised scores, classes along ``axis``.
+        Unnormalised scores, classes along ``axis``: float32 or float64, or
+        float16 / bfloat16 (``ml_dtypes.bfloat16``), computed in float32: their
+        losses come back in float32, their gradient in their own dtype.
     target : array_like
         Either integer class indices, shaped like ``logits`` without the
         class axis, or float class probabilities (soft targets) shaped like
@@ -23,20 +26,60 @@ _COMMON_PARAMETERS = """\
         gradient, and are left out of the ``"mean"`` denominator. Soft targets
         require a negative value.
     reduction : {"mean", "sum", "none"}, optional
-        ``"mean"`` divides by the summed weight of the non-ignored rows (by
-        the number of rows for soft targets); NaN when that is zero.
+        ``"mean"`` divides by the summed row weight (``sample_weight[n] *
+        weight[y_n]``) of the non-ignored rows; for soft targets by the number
+        of rows, or the sum of ``sample_weight``. NaN when that is zero.
     label_smoothing : float, optional
-        ``eps`` in [0, 1]: the target becomes ``(1 - eps) * target + eps / C``."""
+        ``eps`` in [0, 1]: the target becomes ``(1 - eps) * target + eps / C``.
+    sample_weight : array_like, optional
+        Non-negative finite weight of each row, broadcastable to the shape of
+        ``logits`` without the class axis; multiplies the row's loss and
+        gradient and joins the ``"mean"`` denominator.
+    z_loss : float, optional
+        ``z >= 0``: adds ``z * r * lse**2`` to each row's loss, with ``lse``
+        the row's log-sum-exp and ``r`` its row weight (Liger-Kernel's
+        ``lse_square_scale``; PaLM's z-loss).
+    softcap : float, optional
+        ``c > 0``: the logits are replaced by ``c * tanh(logits / c)`` before
+        everything else (the gradient goes through it).
+    return_lse : bool, optional
+        Also return each row's log-sum-exp (of the softcapped logits), shaped
+        like ``logits`` without the class axis; every row gets it, ignored
+        rows included.
+    return_z_loss : bool, optional
+        Also return the z-loss part of ``loss``, reduced the same way.
+    return_argmax : bool, optional
+        Also return each row's predicted class (``np.argmax`` of the logits),
+        as int64, from the same pass."""
+
+_EXTRAS = """\
+lse, z_loss, argmax : ndarray, optional
+    Only when asked for (``return_lse``, ``return_z_loss``,
+    ``return_argmax``), in this order."""
 
 
+@device_dispatch
 def cross_entropy(
-    logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+    logits,
+    target,
+    *,
+    axis=-1,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    sample_weight=None,
+    z_loss=0.0,
+    softcap=None,
+    return_lse=False,
+    return_z_loss=False,
+    return_argmax=False,
 ):
-    return _cross_entropy(
-        logits, target, axis, weight, ignore_index, reduction, label_smoothing, with_grad=False, out=None
-    )[0]
+    results = _cross_entropy(**locals(), with_grad=False)  # locals(): the arguments, by name
+    return results[0] if len(results) == 1 else tuple(results)
 
 
+@device_dispatch
 def cross_entropy_with_grad(
     logits,
     target,
@@ -46,15 +89,27 @@ def cross_entropy_with_grad(
     ignore_index=-100,
     reduction="mean",
     label_smoothing=0.0,
+    sample_weight=None,
+    z_loss=0.0,
+    softcap=None,
+    return_lse=False,
+    return_z_loss=False,
+    return_argmax=False,
     out=None,
 ):
-    return _cross_entropy(
-        logits, target, axis, weight, ignore_index, reduction, label_smoothing, with_grad=True, out=out
-    )
+    return tuple(_cross_entropy(**locals(), with_grad=True))
 
 
 cross_entropy.__doc__ = f"""Cross-entropy between softmax(logits) and the target, as
-``torch.nn.functional.cross_entropy``.
+``torch.nn.functional.cross_entropy``, with the options large-vocabulary
+training uses (sample weights, z-loss, logit softcap).
+
+Per row, with ``x`` the (softcapped) logits, ``lse = logsumexp(x)``, ``s``
+the sample weight, ``t' = (1 - eps) t + eps / C`` the smoothed target (``t``
+one-hot for class indices) and ``r`` the row weight (``s * weight[y]`` for
+class indices, ``s`` for probabilities)::
+
+    loss = s * sum_c weight[c] t'[c] (lse - x[c]) + z_loss * r * lse**2
 
 Parameters
 ----------
@@ -63,8 +118,10 @@ Parameters
 Returns
 -------
 loss : ndarray or scalar
-    A scalar of the logits' dtype for ``"mean"``/``"sum"``; for ``"none"``
-    the per-row losses, shaped like ``logits`` without the class axis.
+    In the logits' dtype (float32 for half precisions): a scalar for
+    ``"mean"``/``"sum"``; for ``"none"`` the per-row losses, shaped like
+    ``logits`` without the class axis.
+{_EXTRAS}
 
 See Also
 --------
@@ -79,9 +136,20 @@ Examples
 0.669962
 >>> nbce.cross_entropy(logits, target, reduction="none").round(6)
 array([0.241311, 1.098612])
+>>> loss, lse, pred = nbce.cross_entropy(logits, target, z_loss=1e-4,
+...                                      return_lse=True, return_argmax=True)
+>>> lse.round(6), pred
+(array([2.241311, 1.098612]), array([0, 0]))
 """
 
 cross_entropy_with_grad.__doc__ = f"""Cross-entropy and its gradient d(loss)/d(logits), fused in one pass.
+
+The loss is :func:`cross_entropy`'s; per row the gradient is ::
+
+    k [s p sum_c(weight t') - s weight t' + 2 z_loss r lse p]
+
+with ``p = softmax(x)`` and ``k`` the reduction's scale (1, or one over the
+``"mean"`` denominator), times ``1 - tanh(logits / c)**2`` with a softcap.
 
 Parameters
 ----------
@@ -100,6 +168,7 @@ grad : ndarray
     d(loss)/d(logits), shaped like ``logits``; for ``reduction="none"`` the
     gradient of ``loss.sum()`` (each row's own gradient). Ignored rows get
     exactly zero.
+{_EXTRAS}
 
 Examples
 --------
@@ -111,55 +180,97 @@ array([[-0.1072,  0.0876,  0.0196],
        [ 0.1667,  0.1667, -0.3333]])
 >>> bool(np.allclose(grad.sum(axis=-1), 0.0))  # each row's gradient sums to zero
 True
+>>> loss, grad = nbce.cross_entropy_with_grad(logits, np.array([0, 2]), softcap=1.0,
+...                                           sample_weight=[1.0, 0.5])
+>>> grad.round(4)
+array([[-0.0207,  0.178 ,  0.028 ],
+       [ 0.1111,  0.1111, -0.2222]])
 """
 
+_NO_LABELS = np.empty(0, np.int64)
 
-def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing, with_grad, out):
-    x = check.float_array(logits, "logits")
+
+def _cross_entropy(
+    logits,
+    target,
+    *,
+    axis,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    sample_weight,
+    z_loss,
+    softcap,
+    return_lse,
+    return_z_loss,
+    return_argmax,
+    with_grad,
+    out=None,
+):
+    """The list [loss, grad (with_grad), lse, z_loss, argmax (those asked for)]."""
+    x, dtype = check.logits_array(logits, "logits")
     axis = check.class_axis(axis, x.ndim)
-    target = np.asarray(target)
+    target = check.target_array(target)
     kind = check.target_kind(target, x.shape, axis)
     reduction = check.reduction(reduction)
     eps = check.label_smoothing(label_smoothing)
     ignore = check.ignore_index(ignore_index)
+    z = check.z_loss(z_loss)
+    cap = check.softcap(softcap)
     n_classes = x.shape[axis]
     w = check.class_weight(weight, n_classes, x.dtype)
     if out is not None:
-        check.out_array(out, x, target)
+        check.out_array(out, x, target, dtype)
     rows = Rows(x, axis)
     n_rows = rows.rows.shape[0]
     check.classes_for_rows(n_classes, n_rows)
+    sw = check.sample_weight(sample_weight, rows.batch_shape)
 
     if kind == "index":
-        labels, denominator = check.index_labels(target, n_classes, ignore, w)
+        labels, denominator = check.index_labels(target, n_classes, ignore, w, sw)
+        soft = np.empty((0, n_classes), x.dtype)
     else:
         if ignore >= 0:
             raise ValueError(f"ignore_index={ignore} is not supported with soft (probability) targets")
+        labels = _NO_LABELS
         soft = Rows(target.astype(x.dtype, copy=False), axis).rows
-        denominator = float(n_rows)
+        denominator = float(sw.sum()) if sw.size else float(n_rows)
     if reduction == "mean":
         scale = 1.0 / denominator if denominator != 0 else 0.0
     else:
         scale = 1.0
 
-    grad_rows = check.grad_buffer(out, rows) if with_grad else np.empty((0, 0), x.dtype)
-    row_loss = np.empty(n_rows, np.float64)
-    stream = _cpu.streams(grad_rows)
-    if kind == "index":
-        w_sum = float(n_classes) if weight is None else float(w.sum(dtype=np.float64))
-        total = _cpu.ce_index_rows(
-            rows.rows, labels, w, weight is not None, w_sum, ignore, eps, scale, with_grad, grad_rows, stream, row_loss
-        )
-    else:
-        total = _cpu.ce_soft_rows(rows.rows, soft, w, eps, scale, with_grad, grad_rows, stream, row_loss)
+    # half precisions compute into a float32 buffer of their own
+    grad_out = out if dtype == x.dtype else None
+    grad_rows = check.grad_buffer(grad_out, rows) if with_grad else np.empty((0, 0), x.dtype)
+    row_loss = np.empty(n_rows)
+    row_z_loss = np.empty(n_rows if return_z_loss else 0)
+    lse = np.empty(n_rows if return_lse else 0)
+    argmax = np.empty(n_rows if return_argmax else 0, np.int64)
+    w_sum = float(n_classes) if weight is None else float(w.sum(dtype=np.float64))
+    total = _cpu.ce_rows(
+        rows.rows, labels, soft, w, weight is not None, w_sum, sw, ignore, eps, cap, z, scale,
+        with_grad, grad_rows, _cpu.streams(grad_rows), row_loss, row_z_loss, lse, argmax,
+    )  # fmt: skip
 
-    loss = check.reduce_losses(rows.restore_batch(row_loss), total, reduction, denominator, x.dtype)
+    results = [check.reduce_losses(rows.restore_batch(row_loss), total, reduction, denominator, x.dtype)]
+    if with_grad:
+        grad = check.finish_grad(grad_rows, rows, grad_out)
+        if dtype != x.dtype:
+            grad = check.cast_into(grad, out, dtype)
+        results.append(grad)
+    if return_lse:
+        results.append(rows.restore_batch(lse).astype(x.dtype))
+    if return_z_loss:
+        z_total = row_z_loss.sum()
+        results.append(check.reduce_losses(rows.restore_batch(row_z_loss), z_total, reduction, denominator, x.dtype))
+    if return_argmax:
+        results.append(rows.restore_batch(argmax))
+    return results
 
-    if not with_grad:
-        return loss, None
-    return loss, check.finish_grad(grad_rows, rows, out)
 
-
+@device_dispatch
 def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of class indices, as ``torch.nn.functional.nll_loss``.
 
@@ -168,8 +279,9 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     Parameters
     ----------
     log_probs : array_like
-        float32 or float64 log-probabilities (e.g. from :func:`nbce.log_softmax`),
-        classes along ``axis``.
+        Log-probabilities (e.g. from :func:`nbce.log_softmax`), classes along
+        ``axis``: float32 or float64, or float16 / bfloat16 (computed in
+        float32; the loss comes back in float32).
     target : array_like of int
         Class indices shaped like ``log_probs`` without the class axis.
     axis : int, optional
@@ -194,7 +306,7 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     >>> nbce.nll_loss(log_probs, np.array([0, 2]), reduction="none").round(6)
     array([0.693147, 0.223144])
     """
-    lp = check.float_array(log_probs, "log_probs")
+    lp, _ = check.logits_array(log_probs, "log_probs")
     axis = check.class_axis(axis, lp.ndim)
     target = np.asarray(target)
     if check.target_kind(target, lp.shape, axis) != "index":

@@ -7,16 +7,19 @@ the reduction runs along ``axis=-1`` by default, as in ``torch.nn.functional``.
 import numpy as np
 
 from . import _cpu
-from ._validate import Rows, float_array
+from ._device import device_dispatch
+from ._validate import Rows, logits_array
 
 
+@device_dispatch
 def logsumexp(x, axis=-1, keepdims=False):
     """Log of the sum of exponentials, ``log(sum(exp(x), axis))``, computed stably.
 
     Parameters
     ----------
     x : array_like
-        float32 or float64 input.
+        float32 or float64 input; float16 and bfloat16 are computed, and
+        returned, in float32.
     axis : int, tuple of int or None, optional
         Axis or axes to reduce over; ``None`` reduces over all of them.
     keepdims : bool, optional
@@ -25,7 +28,7 @@ def logsumexp(x, axis=-1, keepdims=False):
     Returns
     -------
     ndarray or scalar
-        Same dtype as ``x``. A row holding NaN gives NaN, a row holding
+        Same dtype as ``x`` (float32 for half precisions). A row holding NaN gives NaN, a row holding
         ``+inf`` gives ``+inf``, an all ``-inf`` or empty row gives ``-inf``.
 
     Examples
@@ -34,7 +37,7 @@ def logsumexp(x, axis=-1, keepdims=False):
     >>> float(nbce.logsumexp(np.array([1000.0, 1000.0])))
     1000.6931471805599
     """
-    x = float_array(x, "x")
+    x, dtype = logits_array(x, "x")
     rows = Rows(x, axis)
     out = np.empty(rows.rows.shape[0], x.dtype)
     _cpu.logsumexp_rows(rows.rows, out)
@@ -44,13 +47,15 @@ def logsumexp(x, axis=-1, keepdims=False):
     return out[()]
 
 
+@device_dispatch
 def log_softmax(x, axis=-1):
     """Logarithm of :func:`softmax`, ``x - logsumexp(x, axis, keepdims=True)``.
 
     Parameters
     ----------
     x : array_like
-        float32 or float64 input.
+        float32 or float64 input; float16 and bfloat16 are computed in
+        float32 and returned in their own dtype.
     axis : int, tuple of int or None, optional
         Axis or axes that are normalised together; ``None`` means all.
 
@@ -68,13 +73,15 @@ def log_softmax(x, axis=-1):
     return _map_rows(_cpu.log_softmax_rows, x, axis)
 
 
+@device_dispatch
 def softmax(x, axis=-1):
     """Normalised exponentials, ``exp(x) / sum(exp(x), axis)``.
 
     Parameters
     ----------
     x : array_like
-        float32 or float64 input.
+        float32 or float64 input; float16 and bfloat16 are computed in
+        float32 and returned in their own dtype.
     axis : int, tuple of int or None, optional
         Axis or axes that are normalised together; ``None`` means all.
 
@@ -95,8 +102,8 @@ def softmax(x, axis=-1):
 
 def _map_rows(kernel, x, axis):
     """``kernel`` applied to the rows of ``x`` along ``axis``: a result shaped like ``x``."""
-    x = float_array(x, "x")
+    x, dtype = logits_array(x, "x")
     rows = Rows(x, axis)
     out = np.empty_like(rows.rows)
     kernel(rows.rows, out, _cpu.streams(out))
-    return rows.restore(out)
+    return rows.restore(out).astype(dtype, copy=False)

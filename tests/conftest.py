@@ -84,6 +84,17 @@ def make_options(rng, target, weighted=False, ignore=False, **kwargs):
     return kwargs
 
 
+def numerical_grad(f, x, h=1e-6):
+    """Central finite differences of the scalar ``f`` at ``x``."""
+    grad = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += h
+        down[i] -= h
+        grad[i] = (f(up) - f(down)) / (2 * h)
+    return grad
+
+
 def read_only(a):
     """A read-only copy of ``a``."""
     a = np.array(a)

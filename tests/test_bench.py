@@ -33,3 +33,13 @@ def test_bench_writes_table_json_plot_and_page(tmp_path, capsys):
 def test_unknown_command_fails(capsys):
     assert main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_options_are_timed_against_the_plain_call():
+    records = bench.run_options(shape=(8, 50), repeats=1)
+    names = [r["option"] for r in records]
+    assert names[0] == "plain" and {"softcap", "z_loss", "sample_weight"} <= set(names)
+    assert records[0]["vs_plain"] == 1.0
+    assert all(r["time"] > 0 and r["vs_plain"] == r["time"] / records[0]["time"] for r in records)
+    page = bench.markdown({"machine": {}, "records": [], "options": records})
+    assert "## Options" in page and "| softcap | float32 | 8x50 |" in page

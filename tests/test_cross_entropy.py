@@ -17,6 +17,7 @@ from conftest import (
     make_problem,
     make_soft_target,
     make_weight,
+    numerical_grad,
     read_only,
     snapshot,
 )
@@ -91,17 +92,6 @@ def test_float32_stays_accurate_for_a_million_classes(rng, kind):
     loss = nbce.cross_entropy(logits, target, reduction="none")
     np.testing.assert_allclose(loss, reference.cross_entropy(logits, target, reduction="none"), rtol=1e-6)
     np.testing.assert_allclose(nbce.logsumexp(logits), scipy_logsumexp(logits.astype(np.float64), axis=-1), rtol=1e-6)
-
-
-def numerical_grad(f, x, h=1e-6):
-    """Central finite differences of the scalar ``f`` at ``x``."""
-    grad = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += h
-        down[i] -= h
-        grad[i] = (f(up) - f(down)) / (2 * h)
-    return grad
 
 
 FD_CASES = {

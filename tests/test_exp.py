@@ -1,12 +1,12 @@
-"""The branch-free exp and log1p of the kernels (``nbce._cpu.exp_nonpos``,
-``nbce._cpu.log1p_unit``) against NumPy in float64."""
+"""The kernels' vectorisable elementary functions (``nbce._cpu.exp_nonpos``,
+``log1p_unit``, ``log_unit_interval``) against NumPy in float64."""
 
 import numba
 import numpy as np
 import pytest
 from conftest import KERNEL_DISPATCHERS, run_python
 
-from nbce._cpu import exp_nonpos, log1p_unit
+from nbce._cpu import exp_nonpos, log1p_unit, log_unit_interval
 
 # dtype -> (lower end of the sweep, smallest result held to the relative error, relative error bound)
 ACCURACY = {
@@ -31,6 +31,7 @@ def elementwise(fn):
 
 exp_array = elementwise(exp_nonpos)
 log1p_array = elementwise(log1p_unit)
+log_array = elementwise(log_unit_interval)
 
 
 @numba.njit
@@ -104,7 +105,7 @@ warnings.simplefilter("error")  # numba warns, and returns no code, when inspect
 
 for n_rows in (2, 256):
     nbce.cross_entropy_with_grad(np.zeros((n_rows, 1000), np.float32), np.zeros(n_rows, np.int64))
-for dispatcher in kernel_dispatchers("ce_index_rows"):
+for dispatcher in kernel_dispatchers("ce_rows"):
     for signature in dispatcher.signatures:
         asm = dispatcher.inspect_asm(signature)
         print("vroundps" in asm, "vroundpd" in asm)
@@ -123,3 +124,19 @@ def test_log1p_unit_matches_numpy_on_zero_to_one(dtype, rtol):
     assert out.dtype == dtype
     assert out[0] == 0.0
     np.testing.assert_allclose(out, np.log1p(e.astype(np.float64)), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_unit_interval_is_accurate_from_0_to_1(dtype):
+    one = np.array(1.0, dtype).view(UINT[dtype])
+    by_bits = np.arange(0, one + 1, max(1, one // 2**20), dtype=UINT[dtype]).view(dtype)  # every binade, subnormals too
+    below_one = 1 - np.arange(1, 5000, dtype=dtype) * np.finfo(dtype).epsneg  # log near 0: relative error
+    x = np.concatenate([by_bits, below_one, np.linspace(0, 1, 2**16, dtype=dtype), [0.0, 1.0]]).astype(dtype)
+    actual = log_array(x)
+    assert actual.dtype == dtype
+    with np.errstate(divide="ignore"):
+        expected = np.log(x.astype(np.float64))
+    assert actual[x == 0].tolist() == [-np.inf] * np.count_nonzero(x == 0)
+    assert actual[x == 1].tolist() == [0.0] * np.count_nonzero(x == 1)
+    inside = (x > 0) & (x < 1)
+    np.testing.assert_allclose(actual[inside], expected[inside], rtol=3 * np.finfo(dtype).eps, atol=0)

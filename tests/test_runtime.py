@@ -2,6 +2,7 @@
 lazy compilation, the on-disk cache and the fallback without one."""
 
 import numpy as np
+import pytest
 from conftest import KERNEL_DISPATCHERS, run_python
 
 import nbce
@@ -27,6 +28,13 @@ outputs = [
     *nbce.cross_entropy_with_grad(x, labels, weight=weight, label_smoothing=0.1),
     *nbce.cross_entropy_with_grad(x, soft, weight=weight, label_smoothing=0.1),
     nbce.nll_loss(nbce.log_softmax(x), labels, weight=weight),
+    *nbce.cross_entropy_with_grad(
+        x, labels, sample_weight=weight[:257], z_loss=1e-3, softcap=5.0, return_lse=True, return_argmax=True
+    ),
+    *nbce.softmax_focal_loss_with_grad(x, labels, weight=weight),
+    *nbce.binary_cross_entropy_with_logits_with_grad(x, soft * 100, pos_weight=weight),
+    *nbce.sigmoid_focal_loss_with_grad(x, np.minimum(soft * 100, 1.0), gamma=1.5),
+    *nbce.binary_cross_entropy_with_grad(soft, np.minimum(soft * 100, 1.0)),
 ]
 digest = hashlib.sha256()
 for output in outputs:
@@ -50,7 +58,7 @@ def test_import_compiles_nothing():
 import nbce
 
 print(len(kernel_dispatchers()), sum(len(d.signatures) for d in kernel_dispatchers()))
-for name in ("logsumexp_rows", "log_softmax_rows", "softmax_rows", "ce_index_rows", "ce_soft_rows"):
+for name in ("logsumexp_rows", "log_softmax_rows", "softmax_rows", "ce_rows"):
     assert kernel_dispatchers(name), name
 """
     n_dispatchers, n_signatures = map(int, run_python(code).split())
@@ -93,3 +101,53 @@ print(repr(float(nbce.cross_entropy(np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]]
     loss = float(run_python(code))
     np.testing.assert_allclose(loss, reference.cross_entropy(logits, labels), rtol=1e-12)
     np.testing.assert_allclose(loss, nbce.cross_entropy(logits, labels), rtol=1e-15)
+
+
+def test_import_loads_no_gpu_code():
+    code = """
+import sys
+import nbce
+
+print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda", "nbce._cuda"))))
+"""
+    assert run_python(code).strip() == "[]"
+
+
+GPU_CALL = """
+import numpy as np
+import nbce
+
+
+class GpuArray:  # any array with __cuda_array_interface__ takes the GPU path
+    __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+try:
+    import numba_cuda
+    from numba import cuda
+    has_gpu = cuda.is_available()
+except ImportError:
+    has_gpu = False
+if has_gpu:
+    print("GPU")
+else:
+    try:
+        nbce.softmax(GpuArray())
+    except (ImportError, RuntimeError) as e:
+        print(type(e).__name__, e)
+"""
+
+
+def test_gpu_array_without_numba_cuda_raises_a_clear_error():
+    hide_numba_cuda = "import sys\nsys.modules['numba_cuda'] = None  # as if not installed\n"
+    result = run_python(hide_numba_cuda + GPU_CALL)
+    assert result.startswith("ImportError") and "numba-cuda" in result, result
+
+
+def test_gpu_array_without_a_gpu_raises_a_clear_error():
+    result = run_python(GPU_CALL, NUMBA_ENABLE_CUDASIM="0")
+    if result.strip() == "GPU":
+        pytest.skip("a CUDA GPU is present")
+    if result.startswith("ImportError"):
+        pytest.skip("numba-cuda is not installed")
+    assert result.startswith("RuntimeError") and "CUDA is not available" in result, result

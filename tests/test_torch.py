@@ -104,3 +104,34 @@ def test_binary_cross_entropy_with_logits(rng, dtype, reduction, weight, pos_wei
 
     assert_close(loss, expected.detach().numpy(), dtype)
     assert_close(grad, xt.grad.numpy(), dtype)
+
+
+def torch_cross_entropy_with_options(x, target, *, weight=None, ignore_index=-100, reduction="mean",
+                                     label_smoothing=0.0, sample_weight=None, z_loss=0.0, softcap=None):
+    """The same loss written with torch operations, as a user would: softcap,
+    per-row losses times the row weights, z-loss on the capped logits."""
+    if softcap is not None:
+        x = softcap * torch.tanh(x / softcap)
+    rows = F.cross_entropy(x, target, weight=weight, ignore_index=ignore_index, reduction="none",
+                           label_smoothing=label_smoothing)
+    s = torch.ones_like(rows) if sample_weight is None else torch.as_tensor(sample_weight, dtype=x.dtype)
+    kept = target != ignore_index
+    row_weight = s * (weight[torch.where(kept, target, 0)] if weight is not None else 1.0) * kept
+    losses = s * rows + z_loss * row_weight * torch.logsumexp(x, dim=1) ** 2
+    if reduction == "none":
+        return losses
+    return losses.sum() / row_weight.sum() if reduction == "mean" else losses.sum()
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_options_against_torch_formulas(rng, dtype, reduction):
+    logits, target, axis = make_problem(rng, "2d", "index", dtype)
+    kw = make_options(rng, target, weighted=True, ignore=True, reduction=reduction, label_smoothing=0.1)
+    kw.update(sample_weight=rng.uniform(0, 2, len(target)), z_loss=0.02, softcap=2.0)
+
+    loss, grad = nbce.cross_entropy_with_grad(logits, target, **kw)
+    expected_loss, expected_grad = torch_loss_and_grad(torch_cross_entropy_with_options, logits, target, **kw)
+
+    assert_close(loss, expected_loss, dtype)
+    assert_close(grad, expected_grad, dtype)

@@ -2,10 +2,11 @@
 
 Every public function is timed (``time_``) and its peak memory measured
 (``peakmem_``) for nbce, the scipy/NumPy baseline, PyTorch (when importable)
-and the streaming roofline, over dtype x shape.
+and the streaming roofline, over dtype x shape; and the options of
+``cross_entropy_with_grad`` are timed beside its plain call.
 """
 
-from nbce.bench import CASES, DTYPES, IMPLEMENTATIONS, SHAPES, make_data
+from nbce.bench import CASES, DTYPES, IMPLEMENTATIONS, OPTIONS_SHAPE, SHAPES, make_data, option_calls
 
 PARAMS = [DTYPES, [f"{n}x{c}" for n, c in SHAPES], IMPLEMENTATIONS]
 PARAM_NAMES = ["dtype", "shape", "implementation"]
@@ -49,3 +50,21 @@ class Softmax(_Function):
 
 class LogSumExp(_Function):
     function = "logsumexp"
+
+
+class CrossEntropyOptions:
+    """``cross_entropy_with_grad`` with each option, beside the plain call (float32)."""
+
+    params = [list(option_calls(make_data(2, 3, "float32")))]
+    param_names = ["option"]
+    timeout = 600
+
+    def setup_cache(self):
+        return make_data(*OPTIONS_SHAPE, "float32")
+
+    def setup(self, data, option):
+        self.call = option_calls(data)[option]
+        self.call()
+
+    def time_call(self, data, option):
+        self.call()
