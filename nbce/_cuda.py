@@ -20,15 +20,22 @@ How the kernels work, and why:
   ``d = da exp(ma - m) + db exp(mb - m)``. ``d`` and the rescaling run in
   float64 (the exponentials themselves in the input's precision), so float32
   rows keep a float32-level loss for large C.
-* The fused forward+backward reads the row a second time to write the
-  gradient; the smoothing and soft-target sums that need the final max are
-  accumulated in that same second pass.
+* The kernels that need a second pass over the row (the fused
+  forward+backward, the forward with smoothing or soft targets, log_softmax,
+  softmax) make it from shared memory when the row fits
+  (``SHARED_ROW_BYTES``): the first pass stores each logit it reads in the
+  launch's dynamic shared memory, so global memory is read once per logit. A
+  longer row is read twice from global memory. The kernel is the same either
+  way: it takes the shared path when the launch gave it room for the row.
+  Soft targets are still read twice. The smoothing and soft-target sums that
+  need the final max are accumulated in that second pass.
 * Every ``exp`` gets an argument <= 0 (or -inf, giving 0) and every ``log`` an
   argument >= 1: the CUDA simulator raises on ``exp`` overflow and ``log(0)``
   where a GPU returns inf, so both run the same code path.
-* Each element is read before the same thread writes its gradient and the
-  target logit is read before the first block-wide barrier, so ``out=logits``
-  (G is X) is safe.
+* Each element is read before the same thread writes its gradient (the
+  shared copy of the row is read after, which is just as safe) and the target
+  logit is read before the first block-wide barrier, so ``out=logits`` (G is
+  X) is safe.
 * Sums across rows (``"mean"``/``"sum"``) run in one block in a fixed tree
   order: the result does not depend on the grid.
 
@@ -59,6 +66,13 @@ from ._device import is_device_array, library_of
 THREADS_PER_BLOCK = 256
 # Most blocks in a grid; rows beyond it are handled by the grid-stride loop.
 MAX_BLOCKS = 65535
+# Rows of at most this many bytes are kept in shared memory between the two
+# passes over the row, so the logits are read once from global memory; longer
+# rows are read twice. A block gets at most 48 KiB of shared memory (more needs
+# a per-kernel opt-in that numba-cuda does not make), and the reductions use up
+# to 24 bytes per thread of it (6 KiB at 256 threads): 40 KiB is what is left,
+# rounded down. Tests set it small, so that both paths run.
+SHARED_ROW_BYTES = 40 * 1024
 
 _gpu_checked = False
 
@@ -110,8 +124,13 @@ def _kernels(threads, dtype):
         return m, da * math.exp(float64(ma) - float64(m)) + db * math.exp(float64(mb) - float64(m))
 
     @cuda.jit(device=True)
-    def row_stats(X, o, i):
-        """Max and sum(exp(x - max)) of row (o, :, i), on every thread of the block."""
+    def row_stats(X, o, i, row, staged):
+        """Max and sum(exp(x - max)) of row (o, :, i), on every thread of the block.
+
+        If ``staged``, each thread also stores the logits it reads in ``row``
+        (shared memory) for the kernel's second pass. That pass reads back only
+        what the same thread stored, so the copy needs no barrier of its own.
+        """
         sm = cuda.shared.array(T, F)
         sd = cuda.shared.array(T, float64)
         tid = cuda.threadIdx.x
@@ -120,6 +139,8 @@ def _kernels(threads, dtype):
         nan_seen = False
         for c in range(tid, X.shape[1], T):
             v = X[o, c, i]
+            if staged:
+                row[c] = v
             if v > m:  # a new max: rescale what was summed so far
                 d = d * math.exp(float64(m) - float64(v)) + 1.0
                 m = v
@@ -187,6 +208,10 @@ def _kernels(threads, dtype):
         if cuda.threadIdx.x == 0:
             loss[r] = value
 
+    # Kernels with a second pass over the row take `row`, the launch's dynamic
+    # shared memory, and stage the row there if it holds C values (the host
+    # gives the room, or none: see _row_bytes).
+    #
     # Softmax family. A non-finite row max (NaN, +inf, or the row all -inf)
     # follows scipy.special: logsumexp gives the max, log_softmax x - max,
     # softmax NaN.
@@ -194,34 +219,41 @@ def _kernels(threads, dtype):
     @cuda.jit
     def logsumexp_rows(X, out):
         outer, C, inner = X.shape
+        row = cuda.shared.array(0, F)  # one pass, nothing to stage (launched without room for it)
         for r in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
             o = r // inner
-            m, d = row_stats(X, o, r - o * inner)
+            m, d = row_stats(X, o, r - o * inner, row, False)
             if cuda.threadIdx.x == 0:
                 out[r] = m + math.log(d) if finite(m) else m
 
     @cuda.jit
     def log_softmax_rows(X, out):
         outer, C, inner = X.shape
+        row = cuda.shared.array(0, F)
+        staged = row.shape[0] >= C
         for r in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
             o = r // inner
             i = r - o * inner
-            m, d = row_stats(X, o, i)
+            m, d = row_stats(X, o, i, row, staged)
             log_d = F(math.log(d)) if finite(m) else F(0.0)
             for c in range(cuda.threadIdx.x, C, T):
-                out[o, c, i] = (X[o, c, i] - m) - log_d
+                v = row[c] if staged else X[o, c, i]
+                out[o, c, i] = (v - m) - log_d
 
     @cuda.jit
     def softmax_rows(X, out):
         outer, C, inner = X.shape
+        row = cuda.shared.array(0, F)
+        staged = row.shape[0] >= C
         for r in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
             o = r // inner
             i = r - o * inner
-            m, d = row_stats(X, o, i)
+            m, d = row_stats(X, o, i, row, staged)
             ok = finite(m)
             inv_d = F(1.0 / d) if ok else NAN
             for c in range(cuda.threadIdx.x, C, T):
-                out[o, c, i] = math.exp(X[o, c, i] - m) * inv_d if ok else NAN
+                v = row[c] if staged else X[o, c, i]
+                out[o, c, i] = math.exp(v - m) * inv_d if ok else NAN
 
     # Cross-entropy, per row (p = softmax(x), lse = log-sum-exp):
     #   index y: loss = (1-eps) w_y (lse - x_y) + eps/C sum_c w_c (lse - x_c)
@@ -235,6 +267,8 @@ def _kernels(threads, dtype):
         outer, C, inner = X.shape
         tid = cuda.threadIdx.x
         need_gap = eps > 0.0
+        row = cuda.shared.array(0, F)
+        staged = row.shape[0] >= C
         for r in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
             o = r // inner
             i = r - o * inner
@@ -243,7 +277,7 @@ def _kernels(threads, dtype):
                 fill_row(G, o, i, with_grad, 0.0, loss, r)
                 continue
             x_y = X[o, label, i]  # before row_stats' barriers: G may be X
-            m, d = row_stats(X, o, i)
+            m, d = row_stats(X, o, i, row, staged)
             if not finite(m):
                 fill_row(G, o, i, with_grad, math.nan, loss, r)
                 continue
@@ -257,7 +291,7 @@ def _kernels(threads, dtype):
                 b = F(scale * eps / C)
                 at_target = F(scale * (1.0 - eps) * w_y)
                 for c in range(tid, C, T):
-                    v = X[o, c, i]
+                    v = row[c] if staged else X[o, c, i]
                     if need_gap:
                         gap += w[c] * (m - v)
                     if with_grad:
@@ -278,10 +312,12 @@ def _kernels(threads, dtype):
         keep = F(1.0 - eps)
         spread = F(eps / max(C, 1))
         s = F(scale)
+        row = cuda.shared.array(0, F)
+        staged = row.shape[0] >= C
         for r in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
             o = r // inner
             i = r - o * inner
-            m, d = row_stats(X, o, i)
+            m, d = row_stats(X, o, i, row, staged)
             if not finite(m):
                 fill_row(G, o, i, with_grad, math.nan, loss, r)
                 continue
@@ -295,7 +331,7 @@ def _kernels(threads, dtype):
             a = F(scale * tw_sum / d)
             gap = 0.0
             for c in range(tid, C, T):
-                v = X[o, c, i]
+                v = row[c] if staged else X[o, c, i]
                 wt = w[c] * (keep * F(P[o, c, i]) + spread)
                 if wt != 0:  # a class with zero target mass adds nothing, even where x = -inf
                     gap += wt * (m - v)
@@ -372,6 +408,18 @@ def _kernel(name, dtype):
 
 def _row_grid(n_rows):
     return max(1, min(n_rows, MAX_BLOCKS))
+
+
+def _row_bytes(n_classes, dtype):
+    """The dynamic shared memory for a launch over rows of ``n_classes``: room
+    for one row if it fits (the kernels then read the logits once), else none.
+
+    The bound keeps the block within 48 KiB however many threads it has. It
+    is the fourth item of a launch, after the stream: 0, the default stream,
+    which every launch here uses.
+    """
+    size = n_classes * np.dtype(dtype).itemsize
+    return size if size <= min(SHARED_ROW_BYTES, 48 * 1024 - 24 * THREADS_PER_BLOCK) else 0
 
 
 # --- device arrays at the boundary ------------------------------------------------
@@ -511,7 +559,8 @@ def _map_rows(name, x, axis):
     lo, hi = _class_axes(axis, x.ndim)
     out = cuda.device_array(x.shape, x.dtype)
     X, Out = _view3(x, lo, hi), _view3(out, lo, hi)
-    _kernel(name, x.dtype)[_row_grid(X.shape[0] * X.shape[2]), THREADS_PER_BLOCK](X, Out)
+    launch = (_row_grid(X.shape[0] * X.shape[2]), THREADS_PER_BLOCK, 0, _row_bytes(X.shape[1], x.dtype))
+    _kernel(name, x.dtype)[launch](X, Out)
     return _like(out, source)
 
 
@@ -615,7 +664,9 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
         grad = cuda.device_array(x.shape, x.dtype)
     G = _view3(grad, axis, axis + 1) if with_grad else cuda.device_array((0, 0, 0), x.dtype)
     row_loss = cuda.device_array(n_rows, x.dtype if reduction == "none" else np.float64)
-    launch = (_row_grid(n_rows), THREADS_PER_BLOCK)
+    # the loss of a class index without smoothing needs no second pass over the row: nothing to stage
+    second_pass = kind == "soft" or with_grad or eps > 0
+    launch = (_row_grid(n_rows), THREADS_PER_BLOCK, 0, _row_bytes(n_classes, x.dtype) if second_pass else 0)
     if kind == "index":
         _kernel("ce_index_rows", x.dtype)[launch](X, Y, w, w_sum, ignore, eps, scale, with_grad, G, row_loss)
     else:

@@ -8,6 +8,9 @@ skipped without numba-cuda or without a GPU or the simulator.
 
 Blocks are tiny (4 threads, at most 3 blocks), so that rows of a few classes
 span several threads and a handful of rows span several grid-stride rounds.
+The shared-memory row limit is tiny too, so that both paths of the kernels
+with a second pass run: rows of 11 float32 or 3 classes are staged in shared
+memory, rows of 11 float64 are read twice from global memory.
 """
 
 import inspect
@@ -39,6 +42,7 @@ C_SMALL, C_LARGE = 3, 11  # fewer classes than threads; several classes per thre
 def tiny_blocks(monkeypatch):
     monkeypatch.setattr(_cuda, "THREADS_PER_BLOCK", THREADS)
     monkeypatch.setattr(_cuda, "MAX_BLOCKS", 3)
+    monkeypatch.setattr(_cuda, "SHARED_ROW_BYTES", 64)  # C_LARGE float32: 44 bytes; float64: 88
 
 
 def dev(a):
@@ -241,6 +245,56 @@ def test_out_receives_the_gradient_and_out_logits_works_in_place(rng):
     _, grad = nbce.cross_entropy_with_grad(logits, dev(y), label_smoothing=0.1, out=logits)
     assert grad is logits
     assert_close(host(logits), expected, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_and_two_read_paths_agree(rng, monkeypatch, dtype):
+    """A row staged in shared memory gives the same bits as a row read twice
+    from global memory, and both match the CPU: special rows, ignored rows,
+    soft targets, the smoothed forward, out=logits in place, the softmax family."""
+    x = extreme_rows(make_logits(rng, (7, C_LARGE), dtype))
+    y = rng.integers(0, C_LARGE, 7)
+    y[[0, 5]] = [2, -100]  # row 0: the target's logit is -inf (copied from row 1); row 5 ignored
+    x[0, 2] = -np.inf
+    p = make_soft_target(rng, x.shape, -1, dtype)
+    kw = dict(weight=make_weight(rng, C_LARGE), label_smoothing=0.1, reduction="none")
+
+    def run(module):
+        logits = module(x.copy())
+        results = [
+            *nbce.cross_entropy_with_grad(module(x), module(y), **kw),
+            *nbce.cross_entropy_with_grad(module(x), module(p), **kw),
+            nbce.cross_entropy(module(x), module(y), **kw),
+            nbce.cross_entropy_with_grad(logits, module(y), out=logits, **kw)[0],
+            logits,
+            nbce.log_softmax(module(x)),
+            nbce.softmax(module(x)),
+        ]
+        return [r if module is np.asarray else host(r) for r in results]
+
+    with np.errstate(invalid="ignore"):
+        cpu = run(np.asarray)
+    monkeypatch.setattr(_cuda, "SHARED_ROW_BYTES", 0)
+    assert _cuda._row_bytes(C_LARGE, dtype) == 0
+    two_reads = run(dev)
+    monkeypatch.setattr(_cuda, "SHARED_ROW_BYTES", C_LARGE * np.dtype(dtype).itemsize)
+    assert _cuda._row_bytes(C_LARGE, dtype) > 0
+    staged = run(dev)
+    for a, b, expected in zip(two_reads, staged, cpu):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(expected))
+        assert_close(a, expected, dtype)
+
+
+def test_shared_row_limit_keeps_the_block_within_48_kib(monkeypatch):
+    """The row and the reductions' shared arrays (24 bytes a thread at most) fit in 48 KiB."""
+    monkeypatch.setattr(_cuda, "SHARED_ROW_BYTES", 40 * 1024)
+    monkeypatch.setattr(_cuda, "THREADS_PER_BLOCK", 256)
+    assert _cuda._row_bytes(10240, np.float32) == 40 * 1024
+    assert _cuda._row_bytes(10241, np.float32) == 0
+    monkeypatch.setattr(_cuda, "THREADS_PER_BLOCK", 1024)
+    assert _cuda._row_bytes(3072, np.float64) == 24 * 1024
+    assert _cuda._row_bytes(3073, np.float64) == 0
 
 
 def test_inputs_are_not_modified(rng):

@@ -15,6 +15,7 @@ from conftest import (
     make_options,
     make_problem,
     make_weight,
+    numerical_grad,
     snapshot,
 )
 
@@ -42,17 +43,6 @@ def make_sigmoid_case(rng, layout, dtype):
         return make_logits(rng, (5, 12), dtype)[:, ::2].T, make_binary_target(rng, (5, 12), dtype)[:, ::2].T
     shape = SIGMOID_LAYOUTS[layout]
     return make_logits(rng, shape, dtype), make_binary_target(rng, shape, dtype)
-
-
-def numerical_grad(f, x, h=1e-6):
-    """Central finite differences of the scalar ``f`` at ``x``."""
-    grad = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += h
-        down[i] -= h
-        grad[i] = (f(up) - f(down)) / (2 * h)
-    return grad
 
 
 # --- sigmoid focal loss ----------------------------------------------------------
