@@ -37,11 +37,11 @@ def logits_array(x, name):
     """``(x_compute, dtype)``: ``x`` as a float32/float64 array to compute with,
     and the dtype of full-size results (``x``'s own)."""
     x = np.asarray(x)
+    if x.dtype.char in "fd" and x.dtype.isnative:  # float32, float64 (dtype.name is slow to build)
+        return x, x.dtype
     if x.dtype.name in HALF_PRECISIONS:
         return x.astype(np.float32), x.dtype
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64 (or float16, bfloat16), got dtype {x.dtype}")
-    return x, x.dtype
+    raise TypeError(f"{name} must be float32 or float64 (or float16, bfloat16), got dtype {x.dtype}")
 
 
 class Rows:
@@ -184,7 +184,8 @@ def target_array(target):
     """``target`` as an array; bfloat16 probabilities as float32 (NumPy does
     not see ml_dtypes' bfloat16 as a float)."""
     target = np.asarray(target)
-    return target.astype(np.float32) if target.dtype.name == "bfloat16" else target
+    is_bfloat16 = target.dtype.kind == "V" and target.dtype.name == "bfloat16"  # kind first: name is slow
+    return target.astype(np.float32) if is_bfloat16 else target
 
 
 def target_kind(target, logits_shape, axis):
