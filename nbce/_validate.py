@@ -66,7 +66,8 @@ class Rows:
         self.moved_shape = moved.shape
         self.batch_shape = moved.shape[:n_batch]
         self.n_classes = math.prod(moved.shape[n_batch:])
-        if not (moved.flags.c_contiguous and moved.flags.aligned):
+        flags = moved.flags
+        if not (flags.c_contiguous and flags.aligned):
             moved = np.array(moved, order="C")
         self.rows = moved.reshape(math.prod(self.batch_shape), self.n_classes)
 
@@ -128,14 +129,18 @@ def softcap(value):
     return cap
 
 
-_NO_ROW_WEIGHT = np.empty(0)
+# Empty arrays for the outputs and inputs a kernel is told to skip: shared by
+# every call (nothing is ever read or written in them), so that small calls do
+# not pay for allocating them.
+NO_FLOAT64 = np.empty(0)
+NO_INT64 = np.empty(0, np.int64)
 
 
 def sample_weight(value, batch_shape):
     """Per-row weights broadcast to ``batch_shape``, as a flat float64 array in
     row order (empty for None: all ones)."""
     if value is None:
-        return _NO_ROW_WEIGHT
+        return NO_FLOAT64
     v = np.asarray(value)
     if v.dtype.kind not in "fiu":
         raise TypeError(f"sample_weight must be real numbers, got dtype {v.dtype}")
@@ -157,6 +162,12 @@ def sample_weight(value, batch_shape):
 @functools.lru_cache(maxsize=32)
 def _ones(n, dtype):
     return np.ones(n, dtype)  # shared: kernels only read it
+
+
+@functools.lru_cache(maxsize=8)
+def no_rows(dtype):
+    """An empty (0, 0) array of ``dtype``, shared as NO_FLOAT64 is."""
+    return np.empty((0, 0), dtype)
 
 
 def class_weight(weight, n_classes, dtype):
@@ -317,7 +328,7 @@ def reduce_losses(losses, total, reduction, denominator, dtype):
     return dtype.type(total / denominator if denominator != 0 else np.nan)
 
 
-def index_labels(target, n_classes, ignore, weight, row_weight=_NO_ROW_WEIGHT):
+def index_labels(target, n_classes, ignore, weight, row_weight=NO_FLOAT64):
     """Flattened int64 labels and the summed ``row_weight * weight[label]`` of
     the rows not ignored (``row_weight``: one per row, or empty for ones).
 

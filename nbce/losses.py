@@ -5,7 +5,7 @@ import numpy as np
 
 from . import _cpu
 from . import _validate as check
-from ._device import device_dispatch
+from ._device import on_device, run_on_gpu
 from ._validate import Rows
 
 _COMMON_PARAMETERS = """\
@@ -58,7 +58,6 @@ lse, z_loss, argmax : ndarray, optional
     ``return_argmax``), in this order."""
 
 
-@device_dispatch
 def cross_entropy(
     logits,
     target,
@@ -75,11 +74,15 @@ def cross_entropy(
     return_z_loss=False,
     return_argmax=False,
 ):
-    results = _cross_entropy(**locals(), with_grad=False)  # locals(): the arguments, by name
+    if on_device(logits):
+        return run_on_gpu(cross_entropy, locals())
+    results = _cross_entropy(
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, sample_weight, z_loss, softcap,
+        return_lse, return_z_loss, return_argmax, False, None,
+    )  # fmt: skip
     return results[0] if len(results) == 1 else tuple(results)
 
 
-@device_dispatch
 def cross_entropy_with_grad(
     logits,
     target,
@@ -97,7 +100,14 @@ def cross_entropy_with_grad(
     return_argmax=False,
     out=None,
 ):
-    return tuple(_cross_entropy(**locals(), with_grad=True))
+    if on_device(logits):
+        return run_on_gpu(cross_entropy_with_grad, locals())
+    return tuple(
+        _cross_entropy(
+            logits, target, axis, weight, ignore_index, reduction, label_smoothing, sample_weight, z_loss, softcap,
+            return_lse, return_z_loss, return_argmax, True, out,
+        )
+    )  # fmt: skip
 
 
 cross_entropy.__doc__ = f"""Cross-entropy between softmax(logits) and the target, as
@@ -187,27 +197,10 @@ array([[-0.0207,  0.178 ,  0.028 ],
        [ 0.1111,  0.1111, -0.2222]])
 """
 
-_NO_LABELS = np.empty(0, np.int64)
-
-
 def _cross_entropy(
-    logits,
-    target,
-    *,
-    axis,
-    weight,
-    ignore_index,
-    reduction,
-    label_smoothing,
-    sample_weight,
-    z_loss,
-    softcap,
-    return_lse,
-    return_z_loss,
-    return_argmax,
-    with_grad,
-    out=None,
-):
+    logits, target, axis, weight, ignore_index, reduction, label_smoothing, sample_weight, z_loss, softcap,
+    return_lse, return_z_loss, return_argmax, with_grad, out,
+):  # fmt: skip
     """The list [loss, grad (with_grad), lse, z_loss, argmax (those asked for)]."""
     x, dtype = check.logits_array(logits, "logits")
     axis = check.class_axis(axis, x.ndim)
@@ -229,11 +222,11 @@ def _cross_entropy(
 
     if kind == "index":
         labels, denominator = check.index_labels(target, n_classes, ignore, w, sw)
-        soft = np.empty((0, n_classes), x.dtype)
+        soft = check.no_rows(x.dtype)
     else:
         if ignore >= 0:
             raise ValueError(f"ignore_index={ignore} is not supported with soft (probability) targets")
-        labels = _NO_LABELS
+        labels = check.NO_INT64
         soft = Rows(target.astype(x.dtype, copy=False), axis).rows
         denominator = float(sw.sum()) if sw.size else float(n_rows)
     if reduction == "mean":
@@ -243,11 +236,11 @@ def _cross_entropy(
 
     # half precisions compute into a float32 buffer of their own
     grad_out = out if dtype == x.dtype else None
-    grad_rows = check.grad_buffer(grad_out, rows) if with_grad else np.empty((0, 0), x.dtype)
+    grad_rows = check.grad_buffer(grad_out, rows) if with_grad else check.no_rows(x.dtype)
     row_loss = np.empty(n_rows)
-    row_z_loss = np.empty(n_rows if return_z_loss else 0)
-    lse = np.empty(n_rows if return_lse else 0)
-    argmax = np.empty(n_rows if return_argmax else 0, np.int64)
+    row_z_loss = np.empty(n_rows) if return_z_loss else check.NO_FLOAT64
+    lse = np.empty(n_rows) if return_lse else check.NO_FLOAT64
+    argmax = np.empty(n_rows, np.int64) if return_argmax else check.NO_INT64
     w_sum = float(n_classes) if weight is None else float(w.sum(dtype=np.float64))
     total = _cpu.ce_rows(
         rows.rows, labels, soft, w, weight is not None, w_sum, sw, ignore, eps, cap, z, scale,
@@ -270,7 +263,6 @@ def _cross_entropy(
     return results
 
 
-@device_dispatch
 def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of class indices, as ``torch.nn.functional.nll_loss``.
 
@@ -306,6 +298,8 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     >>> nbce.nll_loss(log_probs, np.array([0, 2]), reduction="none").round(6)
     array([0.693147, 0.223144])
     """
+    if on_device(log_probs):
+        return run_on_gpu(nll_loss, locals())
     lp, _ = check.logits_array(log_probs, "log_probs")
     axis = check.class_axis(axis, lp.ndim)
     target = np.asarray(target)

@@ -7,11 +7,10 @@ the reduction runs along ``axis=-1`` by default, as in ``torch.nn.functional``.
 import numpy as np
 
 from . import _cpu
-from ._device import device_dispatch
+from ._device import on_device, run_on_gpu
 from ._validate import Rows, logits_array
 
 
-@device_dispatch
 def logsumexp(x, axis=-1, keepdims=False):
     """Log of the sum of exponentials, ``log(sum(exp(x), axis))``, computed stably.
 
@@ -37,6 +36,8 @@ def logsumexp(x, axis=-1, keepdims=False):
     >>> float(nbce.logsumexp(np.array([1000.0, 1000.0])))
     1000.6931471805599
     """
+    if on_device(x):
+        return run_on_gpu(logsumexp, locals())
     x, dtype = logits_array(x, "x")
     rows = Rows(x, axis)
     out = np.empty(rows.rows.shape[0], x.dtype)
@@ -47,7 +48,6 @@ def logsumexp(x, axis=-1, keepdims=False):
     return out[()]
 
 
-@device_dispatch
 def log_softmax(x, axis=-1):
     """Logarithm of :func:`softmax`, ``x - logsumexp(x, axis, keepdims=True)``.
 
@@ -70,10 +70,11 @@ def log_softmax(x, axis=-1):
     >>> nbce.log_softmax(np.array([1000.0, 1.0]))
     array([   0., -999.])
     """
+    if on_device(x):
+        return run_on_gpu(log_softmax, locals())
     return _map_rows(_cpu.log_softmax_rows, x, axis)
 
 
-@device_dispatch
 def softmax(x, axis=-1):
     """Normalised exponentials, ``exp(x) / sum(exp(x), axis)``.
 
@@ -97,6 +98,8 @@ def softmax(x, axis=-1):
     >>> nbce.softmax(np.array([[0.0, np.log(3.0)]]))
     array([[0.25, 0.75]])
     """
+    if on_device(x):
+        return run_on_gpu(softmax, locals())
     return _map_rows(_cpu.softmax_rows, x, axis)
 
 
