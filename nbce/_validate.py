@@ -136,24 +136,30 @@ NO_FLOAT64 = np.empty(0)
 NO_INT64 = np.empty(0, np.int64)
 
 
+def broadcast_weights(value, name, shape, where):
+    """``value`` as an array and its view broadcast to ``shape``: ``TypeError``
+    unless real numbers, ``ValueError`` unless it broadcasts (to ``where``,
+    the shape described for the message) and is finite."""
+    v = np.asarray(value)
+    if v.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be real numbers, got dtype {v.dtype}")
+    try:
+        full = np.broadcast_to(v, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {v.shape} does not broadcast to {where}") from None
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    return v, full
+
+
 def sample_weight(value, batch_shape):
     """Per-row weights broadcast to ``batch_shape``, as a flat float64 array in
     row order (empty for None: all ones)."""
     if value is None:
         return NO_FLOAT64
-    v = np.asarray(value)
-    if v.dtype.kind not in "fiu":
-        raise TypeError(f"sample_weight must be real numbers, got dtype {v.dtype}")
-    try:
-        v = np.broadcast_to(v, batch_shape)
-    except ValueError:
-        raise ValueError(
-            f"sample_weight of shape {v.shape} does not broadcast to the rows' shape {batch_shape} "
-            "(the logits without the class axis)"
-        ) from None
-    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(v)):
-        raise ValueError("sample_weight must be finite (found NaN or inf)")
+    where = f"the rows' shape {batch_shape} (the logits without the class axis)"
+    _, full = broadcast_weights(value, "sample_weight", batch_shape, where)
+    v = np.ascontiguousarray(full, dtype=np.float64).reshape(-1)
     if np.any(v < 0):
         raise ValueError("sample_weight must be >= 0")
     return v
@@ -383,15 +389,7 @@ def elementwise_weight(value, name, shape, rows_shape, dtype):
     row, or one row per row. Ones when ``value`` is None."""
     if value is None:
         return np.ones((1, rows_shape[1]), dtype)
-    v = np.asarray(value)
-    if v.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be real numbers, got dtype {v.dtype}")
-    try:
-        full = np.broadcast_to(v, shape)
-    except ValueError:
-        raise ValueError(f"{name} of shape {v.shape} does not broadcast to the input shape {shape}") from None
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    v, full = broadcast_weights(value, name, shape, f"the input shape {shape}")
     if v.ndim <= 1 or all(d == 1 for d in v.shape[:-1]):  # constant along the rows
         return np.ascontiguousarray(np.broadcast_to(v.reshape(-1), (1, rows_shape[1])), dtype=dtype)
     return np.ascontiguousarray(full.reshape(rows_shape), dtype=dtype)
