@@ -626,12 +626,16 @@ def row_argmax(x, m):
 
 
 @njit(inline="always")
-def softcap_row(x, cap, out):
-    """``out = cap * tanh(x / cap)`` (±inf give ±cap, NaN stays NaN)."""
+def softcap_row_max(x, cap, out):
+    """``out = cap * tanh(x / cap)`` (±inf give ±cap, NaN stays NaN), and its max."""
     dt = x.dtype.type
     c, inv = dt(cap), dt(1.0 / cap)
+    m = dt(-np.inf)
     for k in range(x.size):
-        out[k] = c * tanh(x[k] * inv)
+        v = c * tanh(x[k] * inv)
+        out[k] = v
+        m = maximum(m, v)
+    return m
 
 
 @njit(inline="always")
@@ -676,17 +680,18 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
-            m = row_max(x)
-            if argmax.size:
-                argmax[n] = row_argmax(x, m)
             xs = x
             if cap > 0.0:
-                softcap_row(x, cap, capped)
+                # the tanh in the pass that reads the row from memory: its cost
+                # hides behind the memory's
+                m = softcap_row_max(x, cap, capped)
                 xs = capped
-                # tanh is monotonic: the capped row's max is the capped max (if
-                # rounding made a neighbour 1 ulp larger, lse = m + log(d) holds
-                # for any m)
-                m = dt(cap) * tanh(m * dt(1.0 / cap))
+                if argmax.size:
+                    argmax[n] = row_argmax(x, row_max(x))
+            else:
+                m = row_max(x)
+                if argmax.size:
+                    argmax[n] = row_argmax(x, m)
             if not np.isfinite(m):  # NaN or +inf in the row, or the row all -inf
                 if lse.size:
                     lse[n] = m

@@ -52,6 +52,17 @@ class Rows:
     """
 
     def __init__(self, x, axis):
+        if x.ndim == 2 and (axis == 1 or axis == -1) and type(axis) is int:
+            # the common case, without moveaxis and shape arithmetic
+            flags = x.flags
+            if flags.c_contiguous and flags.aligned:
+                self.source = self.dest = (1,)
+                self.moves = False
+                self.moved_shape = x.shape
+                self.batch_shape = x.shape[:1]
+                self.n_classes = x.shape[1]
+                self.rows = x
+                return
         if axis is None:
             axes = tuple(range(x.ndim))
         elif type(axis) is int and -x.ndim <= axis < x.ndim:  # the common case, without numpy's overhead
@@ -78,7 +89,7 @@ class Rows:
 
     def restore_batch(self, values):
         """A per-row result shaped like ``x`` without the class axes."""
-        return values.reshape(self.batch_shape)
+        return values if values.shape == self.batch_shape else values.reshape(self.batch_shape)
 
 
 def class_axis(axis, ndim):
@@ -256,12 +267,14 @@ def grad_buffer(out, rows):
     place); otherwise a new buffer, copied to ``out`` afterwards.
     """
     if out is None:
-        return np.empty_like(rows.rows)
+        return np.empty(rows.rows.shape, rows.rows.dtype)
     view = np.moveaxis(out, rows.source, rows.dest) if rows.moves else out
-    if not (view.flags.c_contiguous and view.flags.aligned):
-        return np.empty_like(rows.rows)
-    view = view.reshape(rows.rows.shape)
-    if np.may_share_memory(view, rows.rows) and not _same_elements(view, rows.rows):
+    flags = view.flags
+    if not (flags.c_contiguous and flags.aligned):
+        return np.empty(rows.rows.shape, rows.rows.dtype)
+    if view.shape != rows.rows.shape:
+        view = view.reshape(rows.rows.shape)
+    if view is not rows.rows and np.may_share_memory(view, rows.rows) and not _same_elements(view, rows.rows):
         raise ValueError("out overlaps logits without being logits: use out=logits for in-place")
     return view
 
@@ -273,11 +286,10 @@ def _same_elements(a, b):
 def finish_grad(grad_rows, rows, out):
     """The gradient in the layout of the logits: ``out`` when given (filled if
     the kernel wrote into a buffer of its own), else a view of ``grad_rows``."""
-    grad = rows.restore(grad_rows)
     if out is None:
-        return grad
-    if grad_rows.base is None:  # a buffer of our own, not a view of out
-        out[...] = grad
+        return rows.restore(grad_rows)
+    if grad_rows is not out and grad_rows.base is None:  # a buffer of our own, not a view of out
+        out[...] = rows.restore(grad_rows)
     return out
 
 
@@ -334,16 +346,21 @@ def reduce_losses(losses, total, reduction, denominator, dtype):
     return dtype.type(total / denominator if denominator != 0 else np.nan)
 
 
+_INT64 = np.dtype(np.int64)
+
+
 def index_labels(target, n_classes, ignore, weight, row_weight=NO_FLOAT64):
     """Flattened int64 labels and the summed ``row_weight * weight[label]`` of
     the rows not ignored (``row_weight``: one per row, or empty for ones).
 
     ``IndexError`` for any label outside [0, C) that is not ``ignore``.
     """
-    labels = target.reshape(-1)
-    if labels.dtype == np.uint64 and labels.size and labels.max() > np.iinfo(np.int64).max:
-        _bad_label(labels, int(np.argmax(labels)), n_classes, ignore)  # would wrap in int64
-    labels = labels.astype(np.int64, copy=False)
+    labels = target if target.ndim == 1 else target.reshape(-1)
+    dtype = labels.dtype
+    if dtype is not _INT64:  # identity, not ==: comparing dtypes alone costs 0.1 us a call
+        if dtype.kind == "u" and dtype.itemsize == 8 and labels.size and labels.max() > np.iinfo(np.int64).max:
+            _bad_label(labels, int(np.argmax(labels)), n_classes, ignore)  # would wrap in int64
+        labels = labels.astype(np.int64)
     first_bad, kept_weight = _scan_labels(labels, n_classes, ignore, weight, row_weight)
     if first_bad >= 0:
         _bad_label(labels, first_bad, n_classes, ignore)
