@@ -423,26 +423,50 @@ def row_max(x):
 
 
 @njit(inline="always")
-def row_sum_exp(x, shift, out, store, upcoming):
-    """sum(exp(x - shift)) in float64; with ``store``, also ``out = exp(x - shift)``.
+def softcap_slope(capped, c, cap):
+    """d(cap tanh(x / cap))/dx = 1 - tanh^2 at element ``c``, from the capped row.
 
-    ``upcoming`` (the next row) is prefetched a cache line at a time, so the
-    next ``row_max`` finds it in cache.
+    A division, not a product with 1/cap: reassoc would regroup (v/cap)^2
+    differently in the threaded and the serial build, and their bits would differ.
     """
-    line = max(1, 64 // upcoming.itemsize)
-    total = 0.0
-    for start in range(0, x.size, SUM_CHUNK):
-        stop = min(start + SUM_CHUNK, x.size)
-        for c in range(start, min(stop, upcoming.size), line):
-            prefetch(upcoming, c)
-        s = x.dtype.type(0.0)
-        for c in range(start, stop):
-            e = exp_nonpos(x[c] - shift)
-            if store:
-                out[c] = e
-            s += e
-        total += s
-    return total
+    u = capped[c] / cap
+    return capped.dtype.type(1.0) - u * u
+
+
+def _row_sum_exp(sloped):
+    """``row_sum_exp``, or with ``sloped`` (a constant of the loop) ``row_sum_exp_sloped``."""
+
+    @njit(inline="always")
+    def row_sum_exp(x, shift, out, store, upcoming, cap):
+        """sum(exp(x - shift)) in float64; with ``store``, also ``out = exp(x - shift)``,
+        times ``softcap_slope(x, c, cap)`` for ``row_sum_exp_sloped`` (``x`` is then
+        the softcapped row; ``cap`` is unused otherwise).
+
+        ``upcoming`` (the next row) is prefetched a cache line at a time, so the
+        next ``row_max`` finds it in cache.
+        """
+        dt = x.dtype.type
+        cap_t = dt(cap)
+        line = max(1, 64 // upcoming.itemsize)
+        total = 0.0
+        for start in range(0, x.size, SUM_CHUNK):
+            stop = min(start + SUM_CHUNK, x.size)
+            for c in range(start, min(stop, upcoming.size), line):
+                prefetch(upcoming, c)
+            s = dt(0.0)
+            for c in range(start, stop):
+                e = exp_nonpos(x[c] - shift)
+                if store:
+                    out[c] = e * softcap_slope(x, c, cap_t) if sloped else e
+                s += e
+            total += s
+        return total
+
+    return row_sum_exp
+
+
+row_sum_exp = _row_sum_exp(False)
+row_sum_exp_sloped = _row_sum_exp(True)
 
 
 @njit(inline="always")
@@ -554,7 +578,7 @@ def logsumexp_rows(X, out):
             x = X[n]
             m = row_max(x)
             if np.isfinite(m):
-                out[n] = m + math.log(row_sum_exp(x, m, x, False, X[min(n + 1, N - 1)]))
+                out[n] = m + math.log(row_sum_exp(x, m, x, False, X[min(n + 1, N - 1)], 0.0))
             else:
                 out[n] = m
 
@@ -570,7 +594,7 @@ def log_softmax_rows(X, out, stream):
             m = row_max(x)
             log_d = 0.0
             if np.isfinite(m):
-                log_d = math.log(row_sum_exp(x, m, x, False, X[min(n + 1, N - 1)]))
+                log_d = math.log(row_sum_exp(x, m, x, False, X[min(n + 1, N - 1)], 0.0))
             write_row(out[n], x, 1.0, m, log_d, stream, -1)
         store_fence()
 
@@ -586,7 +610,7 @@ def softmax_rows(X, out, stream):
             x = X[n]
             m = row_max(x)
             if np.isfinite(m):
-                d = row_sum_exp(x, m, scratch, True, X[min(n + 1, N - 1)])
+                d = row_sum_exp(x, m, scratch, True, X[min(n + 1, N - 1)], 0.0)
                 write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, stream, -1)
             else:
                 row_fill(out[n], np.nan)
@@ -697,7 +721,16 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                     lse[n] = m
                 set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
                 continue
-            d = row_sum_exp(xs, m, scratch, with_grad and not ignored, X[min(n + 1, N - 1)])
+            upcoming = X[min(n + 1, N - 1)]
+            # With a softcap and only the target's term to subtract, the exps are
+            # stored times the softcap's slope, and the gradient is then written
+            # in one pass. (The store flag is a constant: LLVM keeps a loop this
+            # long scalar under a runtime one.)
+            sloped = cap > 0.0 and with_grad and not soft and eps == 0.0 and not ignored
+            if sloped:
+                d = row_sum_exp_sloped(xs, m, scratch, True, upcoming, cap)
+            else:
+                d = row_sum_exp(xs, m, scratch, with_grad and not ignored, upcoming, 0.0)
             log_d = math.log(d)
             row_lse = m + log_d
             if lse.size:
@@ -728,9 +761,10 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                 continue
             a = dt((k * tw_sum + scale * 2.0 * z * r * row_lse) / d)
             g = G[n]
-            if not soft and cap == 0.0 and not (weighted and eps > 0.0):
+            if sloped or (not soft and cap == 0.0 and not (weighted and eps > 0.0)):
                 write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label)
-                g[label] -= dt(k * (1.0 - eps) * w_y)
+                fix = dt(k * (1.0 - eps) * w_y)
+                g[label] -= fix * softcap_slope(xs, label, dt(cap)) if sloped else fix
                 continue
             if soft:
                 t, kt = T[n], dt(k)
@@ -742,13 +776,9 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                     scratch[c] = scratch[c] * a - b * w[c]
                 scratch[label] -= dt(k * (1.0 - eps) * w_y)
             if cap > 0.0:
-                # d(cap tanh(x / cap))/dx = 1 - tanh^2. A division, not a product
-                # with 1/cap: reassoc would regroup (v/cap)^2 differently in the
-                # threaded and the serial build, and their bits would differ.
                 cap_t = dt(cap)
                 for c in range(C):
-                    v = capped[c] / cap_t
-                    scratch[c] *= dt(1.0) - v * v
+                    scratch[c] *= softcap_slope(capped, c, cap_t)
             write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1)
         store_fence()
     return ordered_sum(loss)
@@ -968,7 +998,7 @@ def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
             w_y = float(w[label])
-            d = row_sum_exp(x, m, scratch, with_grad, X[min(n + 1, N - 1)])
+            d = row_sum_exp(x, m, scratch, with_grad, X[min(n + 1, N - 1)], 0.0)
             nll = math.log(d) + float(m - x[label])
             q = -math.expm1(-nll)
             q_g = q**gamma

@@ -31,6 +31,7 @@ outputs = [
     *nbce.cross_entropy_with_grad(
         x, labels, sample_weight=weight[:257], z_loss=1e-3, softcap=5.0, return_lse=True, return_argmax=True
     ),
+    *nbce.cross_entropy_with_grad(x, labels, softcap=5.0, label_smoothing=0.1),
     *nbce.softmax_focal_loss_with_grad(x, labels, weight=weight),
     *nbce.binary_cross_entropy_with_logits_with_grad(x, soft * 100, pos_weight=weight),
     *nbce.sigmoid_focal_loss_with_grad(x, np.minimum(soft * 100, 1.0), gamma=1.5),
