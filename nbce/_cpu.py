@@ -706,8 +706,8 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                 continue
             xs = x
             if cap > 0.0:
-                # the tanh in the pass that reads the row from memory: its cost
-                # hides behind the memory's
+                # tanh and max in one pass (one pass over the row fewer than a
+                # max of the raw row followed by a tanh pass)
                 m = softcap_row_max(x, cap, capped)
                 xs = capped
                 if argmax.size:
@@ -724,8 +724,8 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             upcoming = X[min(n + 1, N - 1)]
             # With a softcap and only the target's term to subtract, the exps are
             # stored times the softcap's slope, and the gradient is then written
-            # in one pass. (The store flag is a constant: LLVM keeps a loop this
-            # long scalar under a runtime one.)
+            # in one pass. (A constant store flag there, as in the elementwise
+            # kernels: a store under a runtime condition can keep a loop scalar.)
             sloped = cap > 0.0 and with_grad and not soft and eps == 0.0 and not ignored
             if sloped:
                 d = row_sum_exp_sloped(xs, m, scratch, True, upcoming, cap)
