@@ -704,18 +704,16 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
-            xs = x
             if cap > 0.0:
                 # tanh and max in one pass (one pass over the row fewer than a
                 # max of the raw row followed by a tanh pass)
                 m = softcap_row_max(x, cap, capped)
                 xs = capped
-                if argmax.size:
-                    argmax[n] = row_argmax(x, row_max(x))
             else:
                 m = row_max(x)
-                if argmax.size:
-                    argmax[n] = row_argmax(x, m)
+                xs = x
+            if argmax.size:  # of the raw logits
+                argmax[n] = row_argmax(x, row_max(x) if cap > 0.0 else m)
             if not np.isfinite(m):  # NaN or +inf in the row, or the row all -inf
                 if lse.size:
                     lse[n] = m
