@@ -339,15 +339,18 @@ _overload_by_precision(log_unit_interval, _log_unit_interval_f32, _log_unit_inte
 
 
 
-def tanh(x):
-    """tanh(x), vectorisable: ±inf give ±1, NaN stays NaN; float32 or float64."""
-    raise NotImplementedError("tanh is only callable from jitted code")
+def softcap(x, c, inv):
+    """``c * tanh(x / c)`` given ``inv = 1 / c``, vectorisable: ±inf give ±c, NaN
+    stays NaN, the result never passes ±c; float32 or float64."""
+    raise NotImplementedError("softcap is only callable from jitted code")
 
 
 # float32: tanh(u) = u P(u^2) / Q(u^2) for |u| <= 9.1 (beyond, tanh rounds to
 # 1). P (degree 5) and Q (degree 3) are a minimax fit of the relative error
 # made by tools/fit_tanh.py (7e-8 in exact arithmetic, 3.6e-7 in float32), at
-# half the cost of the expm1 route below.
+# half the cost of the expm1 route below. With u = x / c, c tanh(u) = x P / Q:
+# no abs, sign or multiplication by c. Past the clamp of u^2, |x P / Q| is
+# above c and the clamp of the result gives ±c.
 _TANH_P = (
     0.9999999291497398, 0.12919270807524494, 0.0029205469127377907, 9.260308708997751e-06,
     -1.274037628968515e-08, 1.8108043753036728e-11,
@@ -355,21 +358,20 @@ _TANH_P = (
 _TANH_Q = (1.0, 0.4625256865630823, 0.023762998595919974, 0.000228035461318027)
 
 
-def _tanh_f32(x):
-    one = np.float32(1.0)
-    # selects written so that NaN passes through them (x86 min/max would drop it)
-    u = abs(x)
-    u = np.float32(9.1) if u > np.float32(9.1) else u
+def _softcap_f32(x, c, inv):
+    u = x * inv
     s = u * u
+    # selects written so that NaN passes through them (x86 min/max would drop it)
+    s = np.float32(9.1 * 9.1) if s > np.float32(9.1 * 9.1) else s
     p = np.float32(_TANH_P[5])
     for j in range(4, -1, -1):  # unrolled by LLVM: a fixed trip count
         p = p * s + np.float32(_TANH_P[j])
     q = np.float32(_TANH_Q[3])
     for j in range(2, -1, -1):
         q = q * s + np.float32(_TANH_Q[j])
-    t = u * p / q
-    t = one if t > one else t  # the fit's rounding reaches 1 + 2 ulp near the clamp
-    return math.copysign(t, x)
+    v = x * p / q
+    v = c if v > c else v  # also the fit's rounding, which reaches 1 + 2 ulp near the clamp
+    return -c if v < -c else v
 
 
 # float64: tanh|u| = -e / (2 + e) with e = expm1(-2|u|), which keeps full
@@ -381,8 +383,9 @@ def _tanh_f32(x):
 _INV_FACTORIAL = tuple(1.0 / math.factorial(j) for j in range(15))
 
 
-def _tanh_f64(x):
-    e = max(-abs(x + x), -40.0)
+def _softcap_f64(x, c, inv):
+    u = x * inv
+    e = max(-abs(u + u), -40.0)
     k = np.rint(e * 1.4426950408889634)
     r = e - k * 0.6931471803691238
     r = r - k * 1.9082149292705877e-10
@@ -390,11 +393,13 @@ def _tanh_f64(x):
     for j in range(13, 0, -1):
         p = p * r + _INV_FACTORIAL[j]
     two_k = _bitcast_int_to_float((np.int64(k) + np.int64(1023)) << np.int64(52))
-    em = two_k * (r * p) + (two_k - 1.0)  # expm1(-2|x|), in [-1, 0]
-    return math.copysign(abs(em) / (em + 2.0), x) if x == x else x
+    em = two_k * (r * p) + (two_k - 1.0)  # expm1(-2|u|), in [-1, 0]
+    return c * math.copysign(abs(em) / (em + 2.0), u) if u == u else u
 
 
-_overload_by_precision(tanh, _tanh_f32, _tanh_f64)
+@overload(softcap)
+def _softcap_by_precision(x, c, inv):
+    return {types.float32: _softcap_f32, types.float64: _softcap_f64}.get(x)
 
 
 # --- row building blocks (inlined into the kernels) -------------------------
@@ -651,12 +656,12 @@ def row_argmax(x, m):
 
 @njit(inline="always")
 def softcap_row_max(x, cap, out):
-    """``out = cap * tanh(x / cap)`` (±inf give ±cap, NaN stays NaN), and its max."""
+    """``out = softcap(x, cap)``, and its max."""
     dt = x.dtype.type
     c, inv = dt(cap), dt(1.0 / cap)
     m = dt(-np.inf)
     for k in range(x.size):
-        v = c * tanh(x[k] * inv)
+        v = softcap(x[k], c, inv)
         out[k] = v
         m = maximum(m, v)
     return m
