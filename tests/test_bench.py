@@ -1,6 +1,7 @@
 """The ``nbce bench`` command end to end, on the smallest case."""
 
 import json
+import time
 
 from nbce import bench
 from nbce.__main__ import main
@@ -28,6 +29,19 @@ def test_bench_writes_table_json_plot_and_page(tmp_path, capsys):
     text = page.read_text()
     assert "| logsumexp | float32 | 32x10 |" in text and "throughput.png" in text
     assert "cross_entropy_with_grad" in capsys.readouterr().out
+
+
+def test_a_slow_first_call_is_not_taken_as_the_time():
+    # the first call of a kernel compiles it: that must not become its time,
+    # even when it is long enough to mark the case as timed once
+    calls = []
+
+    def compiles_on_first_call():
+        time.sleep(0.2 if not calls else 0.0)
+        calls.append(None)
+
+    best = bench.time_interleaved({"kernel": compiles_on_first_call}, repeats=1, budget=1.0)
+    assert best["kernel"] < 0.05
 
 
 def test_unknown_command_fails(capsys):
