@@ -183,6 +183,9 @@ def _kernels(threads, dtype):
         cuda.syncthreads()
         return total
 
+    # block_sum's tree again, not a shared factory: the CUDA simulator tells
+    # shared arrays apart by source line, so one factory's float64 and int64
+    # arrays would be one array there.
     @cuda.jit(device=True)
     def block_min(value):
         s = cuda.shared.array(T, int64)
