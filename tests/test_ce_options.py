@@ -202,20 +202,21 @@ def test_argmax_is_of_the_raw_logits_under_a_softcap():
     assert argmax[0] == 1
 
 
+@pytest.mark.parametrize("cap", [1.0, 30.0])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softcap_matches_tanh_over_the_float_range(dtype):
-    # The vectorised tanh of the softcap against np.tanh in float64: large,
+def test_softcap_matches_tanh_over_the_float_range(dtype, cap):
+    # The vectorised softcap against cap * np.tanh(x / cap) in float64: large,
     # tiny (no cancellation), signed zeros, infinities and NaN. Checked
     # through the returned log-sum-exp of one-class rows, which is the capped
     # logit itself.
     info = np.finfo(dtype)
-    magnitudes = np.concatenate([np.geomspace(info.tiny, 50.0, 20_000), np.linspace(0.0, 12.0, 20_000)])
+    magnitudes = np.concatenate([np.geomspace(info.tiny, 50.0 * cap, 20_000), np.linspace(0.0, 12.0 * cap, 20_000)])
     x = np.concatenate([magnitudes, -magnitudes, [np.inf, -np.inf, 0.0, -0.0]]).astype(dtype)
-    _, lse = nbce.cross_entropy(x[:, None], np.zeros(x.size, np.int64), softcap=1.0, return_lse=True)
-    expected = np.tanh(x.astype(np.float64))
-    rtol = {np.float32: 4e-7, np.float64: 5e-16}[dtype]
+    _, lse = nbce.cross_entropy(x[:, None], np.zeros(x.size, np.int64), softcap=cap, return_lse=True)
+    expected = cap * np.tanh(x.astype(np.float64) / cap)
+    rtol = {np.float32: 4.5e-7, np.float64: 5e-16}[dtype]
     np.testing.assert_allclose(lse, expected, rtol=rtol, atol=0)
-    assert np.all(np.abs(lse) <= 1.0)  # capped logits never pass the cap
+    assert np.all(np.abs(lse) <= cap)  # capped logits never pass the cap
     nonzero = x != 0  # lse = max + log(1) turns -0.0 into +0.0
     np.testing.assert_array_equal(np.signbit(lse[nonzero]), np.signbit(x[nonzero]))
     _, lse_nan = nbce.cross_entropy(np.array([[np.nan]], dtype), np.array([0]), softcap=1.0, return_lse=True)
