@@ -430,13 +430,13 @@ def row_max(x):
 
 
 @njit(inline="always")
-def softcap_slope(capped, c, cap):
-    """d(cap tanh(x / cap))/dx = 1 - tanh^2 at element ``c``, from the capped row.
+def softcap_slope(capped, k, cap):
+    """d(cap tanh(x / cap))/dx = 1 - tanh^2 at element ``k``, from the capped row.
 
     A division, not a product with 1/cap: reassoc would regroup (v/cap)^2
     differently in the threaded and the serial build, and their bits would differ.
     """
-    u = capped[c] / cap
+    u = capped[k] / cap
     return capped.dtype.type(1.0) - u * u
 
 
@@ -446,7 +446,7 @@ def _row_sum_exp(sloped):
     @njit(inline="always")
     def row_sum_exp(x, shift, out, store, upcoming, cap):
         """sum(exp(x - shift)) in float64; with ``store``, also ``out = exp(x - shift)``,
-        times ``softcap_slope(x, c, cap)`` for ``row_sum_exp_sloped`` (``x`` is then
+        times its ``softcap_slope`` for ``row_sum_exp_sloped`` (``x`` is then
         the softcapped row; ``cap`` is unused otherwise).
 
         ``upcoming`` (the next row) is prefetched a cache line at a time, so the
@@ -658,7 +658,7 @@ def row_argmax(x, m):
 
 @njit(inline="always")
 def softcap_row_max(x, cap, out):
-    """``out = softcap(x, cap)``, and its max."""
+    """``out = cap * tanh(x / cap)`` (:func:`softcap`), and its max."""
     dt = x.dtype.type
     c, inv = dt(cap), dt(1.0 / cap)
     m = dt(-np.inf)
