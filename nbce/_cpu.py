@@ -7,19 +7,20 @@ in range, options are sane. Nothing here validates.
 Why the kernels look the way they do:
 
 * llvmlite is built without SVML, so ``math.exp`` in a loop stays scalar.
-  :func:`exp_nonpos` is a branch-free exp that LLVM vectorises; it is only ever
-  called on ``x - max(row) <= 0``.
+  :func:`exp_vec` is a branch-free exp that LLVM vectorises, for
+  ``x <= SHIFT_SLACK``.
 * ``max`` reductions written with ``>`` or ``max()`` do not vectorise without
   the ``nnan`` flag, which would also delete our -inf/NaN guards. The
   ``llvm.maximum`` intrinsic vectorises and propagates NaN like ``np.max``.
 * Sums run in the working precision over chunks of SUM_CHUNK classes
   (vectorised through ``reassoc``) and the chunk sums add up in float64, so a
   float32 row of 10**6 classes keeps a float32-level error.
-* Memory traffic is what bounds these kernels. Rows are handled in blocks of
-  consecutive rows per thread: while a row is being exponentiated (the costly
-  part), the next row is prefetched, so DRAM reads overlap the arithmetic;
-  large outputs are written with non-temporal (streaming) stores, which skip
-  the read-for-ownership a plain store costs. Intermediate values live in a
+* Memory traffic is what bounds these kernels. A row's max and its sum of
+  exps come from one pass (:func:`row_exp_sum`), so the row is read from
+  memory while it is being exponentiated (the costly part) and the hardware
+  prefetcher keeps the reads ahead of the arithmetic. Large outputs are
+  written with non-temporal (streaming) stores, which skip the
+  read-for-ownership a plain store costs. Intermediate values live in a
   per-block scratch row that stays in cache.
 * Each row is reduced by one thread in a fixed order, so results do not depend
   on the number of threads; sums across rows run after the parallel loop, in
@@ -30,9 +31,9 @@ import math
 from types import FunctionType
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import njit, prange, types
-from numba.core import cgutils
+from numba.core import cgutils, event
 from numba.core.extending import intrinsic, overload
 
 # ``reassoc`` lets LLVM vectorise the row sums; ``contract`` fuses multiply-adds.
@@ -68,12 +69,47 @@ def cached_njit(fn, **options):
         return njit(**options)(fn)
 
 
+class _Interleave(event.Listener):
+    """Sets LLVM's vector interleave count while one of ``builds`` compiles.
+
+    Left to its cost model, LLVM runs the vectorised exp loops two vectors at
+    a time, and the exp's long chain of dependent multiply-adds waits on
+    latency; four at a time is 17% faster (float32 and float64, in cache).
+    The setting is process-wide in LLVM, so it holds only while a kernel of
+    this module compiles (under Numba's compiler lock), not for user code.
+    """
+
+    def __init__(self, count):
+        self.count = count
+        self.builds = set()
+        self.depth = 0
+
+    def _set(self, count):
+        binding.set_option("", f"-force-vector-interleave={count}")
+
+    def on_start(self, ev):
+        if id(ev.data["dispatcher"]) in self.builds:
+            self.depth += 1
+            if self.depth == 1:
+                self._set(self.count)
+
+    def on_end(self, ev):
+        if id(ev.data["dispatcher"]) in self.builds:
+            self.depth -= 1
+            if self.depth == 0:
+                self._set(0)  # LLVM's default: the cost model decides
+
+
+_interleave = _Interleave(4)
+event.register("numba:compile", _interleave)
+
+
 class Kernel:
     """One kernel body compiled twice: threaded (``prange``) and serial.
 
     Calls go to the serial build for inputs under PARALLEL_MIN_ELEMENTS. Both
     builds give each row the same arithmetic, so results do not depend on the
-    number of threads.
+    number of threads. Both compile with ``_interleave``.
     """
 
     def __init__(self, fn):
@@ -85,6 +121,7 @@ class Kernel:
         serial = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
         serial.__qualname__ = fn.__qualname__ + "_serial"
         self.serial = cached_njit(serial, **KERNEL_OPTIONS)
+        _interleave.builds.update((id(self.parallel), id(self.serial)))
 
     def __call__(self, X, *args):
         build = self.parallel if X.size >= PARALLEL_MIN_ELEMENTS else self.serial
@@ -201,14 +238,20 @@ def _bitcast_int_to_float(typingctx, i):
 # the result's bits, so no libm call and no branch remain. Below LOW the
 # result is flushed to zero (-inf gives exactly 0); LOW keeps the biased
 # exponent >= 1, so results under ~2**-125 (float32) / 2**-1021 (float64) are 0.
+# At the top, x is clamped just past the largest finite result, so that 2**k
+# fills the exponent field (inf or NaN) instead of overflowing into the sign:
+# a sum of exps is finite exactly when no term overflows. One instruction,
+# where a select of inf costs two.
 
 
-def exp_nonpos(x):
-    """exp(x) for x <= 0 (including -inf), vectorisable; float32 or float64."""
-    raise NotImplementedError("exp_nonpos is only callable from jitted code")
+def exp_vec(x):
+    """exp(x), vectorisable: 0 below about -87 (float32) / -708 (float64),
+    inf or NaN where exp(x) overflows; float32 or float64."""
+    raise NotImplementedError("exp_vec is only callable from jitted code")
 
 
-def _exp_nonpos_f32(x):
+def _exp_vec_f32(x):
+    x = np.float32(89.0) if x > np.float32(89.0) else x
     k = np.rint(x * np.float32(1.4426950408889634))  # np.rint keeps float32 (math.floor would not)
     r = x - k * np.float32(0.693145751953125)
     r = r - k * np.float32(1.428606765330187e-06)
@@ -223,7 +266,8 @@ def _exp_nonpos_f32(x):
     return np.float32(0.0) if x < np.float32(-86.98) else _bitcast_int_to_float(bits)
 
 
-def _exp_nonpos_f64(x):
+def _exp_vec_f64(x):
+    x = 710.0 if x > 710.0 else x
     k = np.rint(x * 1.4426950408889634)
     r = x - k * 0.6931471803691238
     r = r - k * 1.9082149292705877e-10
@@ -242,7 +286,8 @@ def _exp_nonpos_f64(x):
     # through int32: AVX2 has no packed double -> int64 conversion, and the
     # scalar ones it would take instead cost a fifth of the exp's time
     bits = _bitcast_float_to_int(p) + (np.int64(np.int32(k)) << np.int64(52))
-    return 0.0 if x < -708.0 else _bitcast_int_to_float(bits)
+    e = np.inf if x > 709.78 else _bitcast_int_to_float(bits)
+    return 0.0 if x < -708.0 else e
 
 
 def _overload_by_precision(stub, for_float32, for_float64):
@@ -253,7 +298,7 @@ def _overload_by_precision(stub, for_float32, for_float64):
         return {types.float32: for_float32, types.float64: for_float64}.get(x)
 
 
-_overload_by_precision(exp_nonpos, _exp_nonpos_f32, _exp_nonpos_f64)
+_overload_by_precision(exp_vec, _exp_vec_f32, _exp_vec_f64)
 
 
 def log1p_unit(x):
@@ -332,7 +377,7 @@ def _log_unit_interval_f64(x):
     p = 1.0 / 21.0
     for j in range(19, 0, -2):
         p = p * s2 + 1.0 / j
-    # log(2) in two parts, as in exp_nonpos: k * 0.6931471803691238 is exact
+    # log(2) in two parts, as in exp_vec: k * 0.6931471803691238 is exact
     log_x = k * 0.6931471803691238 + (k * 1.9082149292705877e-10 + 2.0 * s * p)
     return -np.inf if x == 0.0 else log_x
 
@@ -445,12 +490,14 @@ def _row_sum_exp(sloped):
 
     @njit(inline="always")
     def row_sum_exp(x, shift, out, store, upcoming, cap):
-        """sum(exp(x - shift)) in float64; with ``store``, also ``out = exp(x - shift)``,
-        times its ``softcap_slope`` for ``row_sum_exp_sloped`` (``x`` is then
-        the softcapped row; ``cap`` is unused otherwise).
+        """sum(exp(x - shift)) in float64; with ``store``, also
+        ``out = exp(x - shift)``, times its ``softcap_slope`` for
+        ``row_sum_exp_sloped`` (``x`` is then the softcapped row; ``cap`` is
+        unused otherwise).
 
-        ``upcoming`` (the next row) is prefetched a cache line at a time, so the
-        next ``row_max`` finds it in cache.
+        ``upcoming`` (the next row, or an empty array) is prefetched a cache
+        line at a time: where ``x`` is a row already in cache (the softcapped
+        row), its arithmetic then overlaps the next row's DRAM reads.
         """
         dt = x.dtype.type
         cap_t = dt(cap)
@@ -462,7 +509,7 @@ def _row_sum_exp(sloped):
                 prefetch(upcoming, c)
             s = dt(0.0)
             for c in range(start, stop):
-                e = exp_nonpos(x[c] - shift)
+                e = exp_vec(x[c] - shift)
                 if store:
                     out[c] = e * softcap_slope(x, c, cap_t) if sloped else e
                 s += e
@@ -474,6 +521,32 @@ def _row_sum_exp(sloped):
 
 row_sum_exp = _row_sum_exp(False)
 row_sum_exp_sloped = _row_sum_exp(True)
+
+
+# The exps of a row are taken relative to the max of its first SUM_CHUNK
+# elements, not to the row max: the row is then read once, while it is being
+# exponentiated, instead of once for its max and once more for the sum. With
+# the shift at most the row max, no exp underflows that a shift by the max
+# would keep; and the sum is finite, and the shift finite, exactly when no exp
+# overflowed and the row holds no NaN or +inf. Otherwise (an element ~88
+# (float32) above the first chunk's max, a non-finite element, or a first
+# chunk all -inf: rare in practice) the row is summed again, shifted by its max.
+
+
+@njit(inline="always")
+def row_exp_sum(x, out, store):
+    """``(d, shift)`` with d = sum(exp(x - shift)) in float64, so that the
+    row's log-sum-exp is ``shift + log(d)``; with ``store``, also
+    ``out = exp(x - shift)``. A row holding NaN or +inf, or all -inf, gives its
+    max (NaN, +inf, -inf) as ``shift``.
+    """
+    shift = row_max(x[:SUM_CHUNK])
+    d = row_sum_exp(x, shift, out, store, x[:0], 0.0)
+    if not (np.isfinite(d) and np.isfinite(shift)):
+        shift = row_max(x)
+        if np.isfinite(shift):
+            d = row_sum_exp(x, shift, out, store, x[:0], 0.0)
+    return d, shift
 
 
 @njit(inline="always")
@@ -521,11 +594,11 @@ def write_row(dst, src, a, b, c, stream, cached_at):
 
 
 @njit(inline="always")
-def row_weighted_gap(x, m, w):
-    """sum(w * (m - x)) in float64: the smoothing term without its log-sum-exp part."""
+def row_weighted_gap(x, shift, w):
+    """sum(w * (shift - x)) in float64: the smoothing term without its log-sum-exp part."""
     s = 0.0
     for c in range(x.size):
-        s += w[c] * (m - x[c])
+        s += w[c] * (shift - x[c])
     return s
 
 
@@ -558,8 +631,25 @@ def ordered_sum(values):
 
 @njit(inline="always")
 def block_rows(blk, per_block, n_rows):
-    """First and past-the-last row of block ``blk``."""
-    return blk * per_block, min((blk + 1) * per_block, n_rows)
+    """First and past-the-last row of block ``blk``, unsigned.
+
+    Indexed with a signed ``n``, ``X[n]`` selects between ``n`` and
+    ``n + N`` (negative indices), and with the row's address unknown that
+    way, LLVM compiled the exp loop over the row 40% slower (in cache).
+    """
+    return np.uint64(blk * per_block), np.uint64(min((blk + 1) * per_block, n_rows))
+
+
+@njit(inline="always")
+def next_row(X, n):
+    """Row ``n + 1`` of ``X`` (row ``n`` for the last): the row to prefetch."""
+    return X[min(n + np.uint64(1), np.uint64(X.shape[0] - 1))]
+
+
+@njit(inline="always")
+def row_or_shared(W, n):
+    """Row ``n`` of ``W``, or its only row, shared by every row."""
+    return W[n] if W.shape[0] > 1 else W[0]
 
 
 @njit(inline="always")
@@ -582,12 +672,8 @@ def logsumexp_rows(X, out):
     for blk in prange(n_blocks):
         first, stop = block_rows(blk, per_block, N)
         for n in range(first, stop):
-            x = X[n]
-            m = row_max(x)
-            if np.isfinite(m):
-                out[n] = m + math.log(row_sum_exp(x, m, x, False, X[min(n + 1, N - 1)], 0.0))
-            else:
-                out[n] = m
+            d, shift = row_exp_sum(X[n], X[n], False)
+            out[n] = shift + math.log(d) if np.isfinite(shift) else shift
 
 
 @Kernel
@@ -598,11 +684,9 @@ def log_softmax_rows(X, out, stream):
         first, stop = block_rows(blk, per_block, N)
         for n in range(first, stop):
             x = X[n]
-            m = row_max(x)
-            log_d = 0.0
-            if np.isfinite(m):
-                log_d = math.log(row_sum_exp(x, m, x, False, X[min(n + 1, N - 1)], 0.0))
-            write_row(out[n], x, 1.0, m, log_d, stream, -1)
+            d, shift = row_exp_sum(x, x, False)
+            log_d = math.log(d) if np.isfinite(shift) else 0.0
+            write_row(out[n], x, 1.0, shift, log_d, stream, -1)
         store_fence()
 
 
@@ -614,10 +698,8 @@ def softmax_rows(X, out, stream):
         scratch = np.empty(C, X.dtype)
         first, stop = block_rows(blk, per_block, N)
         for n in range(first, stop):
-            x = X[n]
-            m = row_max(x)
-            if np.isfinite(m):
-                d = row_sum_exp(x, m, scratch, True, X[min(n + 1, N - 1)], 0.0)
+            d, shift = row_exp_sum(X[n], scratch, True)
+            if np.isfinite(shift):
                 write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, stream, -1)
             else:
                 row_fill(out[n], np.nan)
@@ -632,7 +714,8 @@ def softmax_rows(X, out, stream):
 #   loss = s sum_c w_c t'_c (lse - x_c) + z r lse^2
 #   grad = k [s p sum(w t') - s w t'] + k 2 z r lse p,  times 1 - tanh^2(x / cap) with a softcap
 # where k is the reduction's scale (1, or 1/denominator for "mean"). lse - x_c
-# is computed as log(d) + (m - x_c) so that a large common shift stays exact.
+# is computed as log(d) + (shift - x_c), d = sum(exp(x - shift)), so that a
+# large common shift stays exact.
 # Everything read from x is read before the gradient row is written, so the
 # gradient may overwrite the logits (G is X).
 
@@ -670,15 +753,15 @@ def softcap_row_max(x, cap, out):
 
 
 @njit(inline="always")
-def soft_target_terms(x, t, w, m, keep, spread):
-    """sum(w t') and sum(w t' (m - x)) in float64, with t' = keep t + spread."""
+def soft_target_terms(x, t, w, shift, keep, spread):
+    """sum(w t') and sum(w t' (shift - x)) in float64, with t' = keep t + spread."""
     tw_sum = 0.0
     gap = 0.0
     for c in range(x.size):
         wt = w[c] * (keep * t[c] + spread)
         tw_sum += wt
         # a class with zero target mass adds nothing, even where x = -inf
-        gap += wt * (m - x[c]) if wt != 0 else 0.0
+        gap += wt * (shift - x[c]) if wt != 0 else 0.0
     return tw_sum, gap
 
 
@@ -711,33 +794,33 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
+            store = with_grad and not ignored
             if cap > 0.0:
                 # tanh and max in one pass (one pass over the row fewer than a
                 # max of the raw row followed by a tanh pass)
-                m = softcap_row_max(x, cap, capped)
+                shift = softcap_row_max(x, cap, capped)
                 xs = capped
             else:
-                m = row_max(x)
+                d, shift = row_exp_sum(x, scratch, True) if store else row_exp_sum(x, x, False)
                 xs = x
             if argmax.size:  # of the raw logits
-                argmax[n] = row_argmax(x, row_max(x) if cap > 0.0 else m)
-            if not np.isfinite(m):  # NaN or +inf in the row, or the row all -inf
+                argmax[n] = row_argmax(x, row_max(x))
+            if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
                 if lse.size:
-                    lse[n] = m
+                    lse[n] = shift
                 set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
                 continue
-            upcoming = X[min(n + 1, N - 1)]
             # With a softcap and only the target's term to subtract, the exps are
             # stored times the softcap's slope, and the gradient is then written
             # in one pass. (A constant store flag there, as in the elementwise
             # kernels: a store under a runtime condition can keep a loop scalar.)
-            sloped = cap > 0.0 and with_grad and not soft and eps == 0.0 and not ignored
+            sloped = cap > 0.0 and store and not soft and eps == 0.0
             if sloped:
-                d = row_sum_exp_sloped(xs, m, scratch, True, upcoming, cap)
-            else:
-                d = row_sum_exp(xs, m, scratch, with_grad and not ignored, upcoming, 0.0)
+                d = row_sum_exp_sloped(xs, shift, scratch, True, next_row(X, n), cap)
+            elif cap > 0.0:
+                d = row_sum_exp(xs, shift, scratch, store, next_row(X, n), 0.0)
             log_d = math.log(d)
-            row_lse = m + log_d
+            row_lse = shift + log_d
             if lse.size:
                 lse[n] = row_lse
             if ignored:
@@ -746,14 +829,14 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             s = sw[n] if sw.size else 1.0
             w_y = 0.0
             if soft:
-                tw_sum, gap = soft_target_terms(xs, T[n], w, m, keep, spread)
+                tw_sum, gap = soft_target_terms(xs, T[n], w, shift, keep, spread)
                 ce = log_d * tw_sum + gap
                 r = s
             else:
                 w_y = float(w[label])
-                gap = row_weighted_gap(xs, m, w) if eps > 0.0 else 0.0
+                gap = row_weighted_gap(xs, shift, w) if eps > 0.0 else 0.0
                 tw_sum = (1.0 - eps) * w_y + (eps / C) * w_sum
-                ce = (1.0 - eps) * w_y * (log_d + float(m - xs[label])) + (eps / C) * (log_d * w_sum + gap)
+                ce = (1.0 - eps) * w_y * (log_d + float(shift - xs[label])) + (eps / C) * (log_d * w_sum + gap)
                 r = s * w_y
             # With C = 1, p = 1 and the cross-entropy part is exactly zero, which
             # the general formula misses by rounding: drop it (the z-loss stays).
@@ -811,7 +894,7 @@ def _bce_logits_row(x, t, w, pw, out, g, s, with_grad):
     one, zero = dt(1.0), dt(0.0)
     for c in range(x.size):
         xc, tc = x[c], t[c]
-        e = exp_nonpos(-abs(xc))  # exp(-|x|), in (0, 1]
+        e = exp_vec(-abs(xc))  # exp(-|x|), in (0, 1]
         lw = (pw[c] - one) * tc + one
         out[c] = w[c] * ((one - tc) * xc + lw * (log1p_unit(e) + max(-xc, zero)))
         if with_grad:  # g may be x: x[c] is read above, before this write
@@ -835,7 +918,7 @@ def bce_logits_rows(X, T, W, PW, scale, with_grad, G, L, row_loss):
         first, stop = block_rows(blk, per_block, N)
         for n in range(first, stop):
             out = L[n] if L.size else scratch
-            w, pw = W[n if W.shape[0] > 1 else 0], PW[n if PW.shape[0] > 1 else 0]
+            w, pw = row_or_shared(W, n), row_or_shared(PW, n)
             if with_grad:  # constant flags at each call: see ELEMENTWISE
                 _bce_logits_row(X[n], T[n], w, pw, out, G[n], s, True)
             else:
@@ -888,7 +971,7 @@ def bce_probs_rows(P, T, W, eps, scale, with_grad, G, L, row_loss):
         first, stop = block_rows(blk, per_block, N)
         for n in range(first, stop):
             out = L[n] if L.size else scratch
-            w = W[n if W.shape[0] > 1 else 0]
+            w = row_or_shared(W, n)
             if with_grad:  # constant flags at each call: see ELEMENTWISE
                 _bce_probs_row(P[n], T[n], w, out, G[n], eps, s, True)
             else:
@@ -918,7 +1001,7 @@ def _sigmoid_focal_row(x, t, out, grad, a0, a1, g, s, with_grad, square):
     one, zero, two = dt(1.0), dt(0.0), dt(2.0)
     for c in range(x.size):
         xc, tc = x[c], t[c]
-        e = exp_nonpos(-abs(xc))
+        e = exp_vec(-abs(xc))
         r = one / (one + e)
         log1p_e = log1p_unit(e)
         # x + max(-x, 0) is exact for t = 0: log1p(e) is added last, so a
@@ -929,7 +1012,7 @@ def _sigmoid_focal_row(x, t, out, grad, a0, a1, g, s, with_grad, square):
             q = r * u
             focus = q * q
         else:  # u = 0 only where e underflows and t is 0 or 1: there ce = 0 and p = t
-            focus = exp_nonpos(g * min(log_unit_interval(u) - log1p_e, zero)) if u > zero else zero
+            focus = exp_vec(g * min(log_unit_interval(u) - log1p_e, zero)) if u > zero else zero
         weight = (a0 + a1 * tc) * focus
         out[c] = weight * ce
         if with_grad:  # grad may be x: x[c] is read above, before this write
@@ -995,16 +1078,15 @@ def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream
             if label == ignore_index:
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
-            m = row_max(x)
-            if not np.isfinite(m):  # NaN or +inf in the row, or the row all -inf
+            d, shift = row_exp_sum(x, scratch, True) if with_grad else row_exp_sum(x, x, False)
+            if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
                 set_row(loss, G, n, with_grad, np.nan)
                 continue
             if C == 1:  # p_y = 1
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
             w_y = float(w[label])
-            d = row_sum_exp(x, m, scratch, with_grad, X[min(n + 1, N - 1)], 0.0)
-            nll = math.log(d) + float(m - x[label])
+            nll = math.log(d) + float(shift - x[label])
             q = -math.expm1(-nll)
             q_g = q**gamma
             loss[n] = w_y * q_g * nll

@@ -1,4 +1,4 @@
-"""The kernels' vectorisable elementary functions (``nbce._cpu.exp_nonpos``,
+"""The kernels' vectorisable elementary functions (``nbce._cpu.exp_vec``,
 ``log1p_unit``, ``log_unit_interval``) against NumPy in float64."""
 
 import numba
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import KERNEL_DISPATCHERS, run_python
 
-from nbce._cpu import exp_nonpos, log1p_unit, log_unit_interval
+from nbce._cpu import exp_vec, log1p_unit, log_unit_interval
 
 # dtype -> (lower end of the sweep, smallest result held to the relative error, relative error bound)
 ACCURACY = {
@@ -29,14 +29,14 @@ def elementwise(fn):
     return apply
 
 
-exp_array = elementwise(exp_nonpos)
+exp_array = elementwise(exp_vec)
 log1p_array = elementwise(log1p_unit)
 log_array = elementwise(log_unit_interval)
 
 
 @numba.njit
 def exp_scalar(x):
-    return exp_nonpos(x)
+    return exp_vec(x)
 
 
 def sweep(dtype):
@@ -53,7 +53,7 @@ def sweep(dtype):
 
 @pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["float32", "float64"])
 def swept(request):
-    """(dtype, x, exp_nonpos(x), np.exp(x) in float64)."""
+    """(dtype, x, exp_vec(x), np.exp(x) in float64)."""
     dtype = request.param
     x = sweep(dtype)
     return dtype, x, exp_array(x), np.exp(x.astype(np.float64))
@@ -81,6 +81,17 @@ def test_tiny_results(swept):
 def test_exact_values(dtype):
     x = np.array([-np.inf, 0.0, -0.0], dtype)
     np.testing.assert_array_equal(exp_array(x), np.array([0.0, 1.0, 1.0], dtype), strict=True)
+
+
+@pytest.mark.parametrize("dtype, top", [(np.float32, 88.72), (np.float64, 709.78)])
+def test_positive_arguments_up_to_overflow(dtype, top):
+    # The row sums shift by less than the row max, so exps of positive values
+    # are summed: accurate up to the largest finite result, never finite past it.
+    x = np.concatenate([np.linspace(0, top, 2**20, dtype=dtype), [top]]).astype(dtype)
+    error = np.abs(exp_array(x) - np.exp(x.astype(np.float64))) / np.exp(x.astype(np.float64))
+    assert error.max() <= ACCURACY[dtype][2], f"x = {x[error.argmax()]!r}"
+    beyond = np.array([np.nextafter(dtype(top), dtype(np.inf)) + dtype(0.01), top + 1, 1e4, np.finfo(dtype).max, np.inf], dtype)
+    assert not np.isfinite(exp_array(beyond)).any()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -1,0 +1,84 @@
+"""Rows wider than the first chunk that their exps are shifted by.
+
+The kernels shift a row's exps by the max of its first SUM_CHUNK elements and
+sum them in the same pass that reads the row; a row whose later elements would
+overflow that sum, or that holds NaN or +inf, or whose first chunk is all
+-inf, is summed again shifted by its max. These rows put each case after the
+first chunk, for every function that sums exps, against float64 references.
+"""
+
+import numpy as np
+import pytest
+import scipy.special
+from conftest import DTYPES, assert_close, make_logits
+
+import nbce
+from nbce import reference
+from nbce._cpu import SUM_CHUNK
+
+C = SUM_CHUNK + 88
+LATE = SUM_CHUNK + 40  # an element after the first chunk
+
+ROWS = {  # name -> (where, value) changes to random logits
+    "plain": [],
+    "late-max-60-above": [(LATE, 60.0)],  # summed in the first pass (float32 sums reach e^60)
+    "late-max-1000-above": [(LATE, 1000.0)],  # overflows the first pass in both precisions
+    "first-chunk-all-minus-inf": [(slice(0, SUM_CHUNK), -np.inf)],
+    "late-minus-inf": [(LATE, -np.inf)],
+    "late-nan": [(LATE, np.nan)],
+    "late-plus-inf": [(LATE, np.inf)],
+    "late-nan-and-plus-inf": [(LATE, np.nan), (LATE + 1, np.inf)],
+}
+
+
+def wide_logits(rng, dtype):
+    """One row per case of ROWS, in a batch large enough for the threaded kernels."""
+    x = make_logits(rng, (len(ROWS) * 8, C), dtype)
+    for k, changes in enumerate(ROWS.values()):
+        for where, value in changes:
+            x[k * 8 : (k + 1) * 8, where] = value
+    return x
+
+
+@pytest.mark.parametrize("name", ["logsumexp", "log_softmax", "softmax"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_family(rng, dtype, name):
+    x = wide_logits(rng, dtype)
+    got = getattr(nbce, name)(x, axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = getattr(scipy.special, name)(x.astype(np.float64), axis=-1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(got) * np.sign(got), np.isinf(expected) * np.sign(expected))
+    rtol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=8 * np.finfo(dtype).eps)
+
+
+def finite_rows(x):
+    return np.flatnonzero(np.isfinite(np.max(x, axis=-1)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy(rng, dtype):
+    x = wide_logits(rng, dtype)
+    y = np.full(len(x), LATE)  # the target is the late element
+    y[::2] = rng.integers(0, C, len(x) // 2)
+    kw = dict(reduction="none", label_smoothing=0.1)
+    loss, grad = nbce.cross_entropy_with_grad(x, y, **kw)
+    good = finite_rows(x)
+    bad = np.setdiff1d(np.arange(len(x)), good)
+    assert len(bad) == 3 * 8 and np.isnan(loss[bad]).all() and np.isnan(grad[bad]).all()
+    assert_close(loss[good], reference.cross_entropy(x[good], y[good], **kw), dtype)
+    assert_close(grad[good], reference.cross_entropy_grad(x[good], y[good], **kw), dtype)
+    np.testing.assert_array_equal(nbce.cross_entropy(x, y, **kw), loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_focal_loss(rng, dtype):
+    x = wide_logits(rng, dtype)
+    y = np.full(len(x), LATE)
+    y[::2] = rng.integers(0, C, len(x) // 2)
+    loss, grad = nbce.softmax_focal_loss_with_grad(x, y, reduction="none")
+    good = finite_rows(x)
+    assert np.isnan(np.delete(loss, good)).all()
+    assert_close(loss[good], reference.softmax_focal_loss(x[good], y[good], reduction="none"), dtype)
+    assert_close(grad[good], reference.softmax_focal_loss_grad(x[good], y[good], reduction="none"), dtype)
