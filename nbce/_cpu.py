@@ -7,18 +7,18 @@ in range, options are sane. Nothing here validates.
 Why the kernels look the way they do:
 
 * llvmlite is built without SVML, so ``math.exp`` in a loop stays scalar.
-  :func:`exp_vec` is a branch-free exp that LLVM vectorises, for
-  ``x <= SHIFT_SLACK``.
+  :func:`exp_vec` is a branch-free exp that LLVM vectorises.
 * ``max`` reductions written with ``>`` or ``max()`` do not vectorise without
   the ``nnan`` flag, which would also delete our -inf/NaN guards. The
   ``llvm.maximum`` intrinsic vectorises and propagates NaN like ``np.max``.
 * Sums run in the working precision over chunks of SUM_CHUNK classes
   (vectorised through ``reassoc``) and the chunk sums add up in float64, so a
   float32 row of 10**6 classes keeps a float32-level error.
-* Memory traffic is what bounds these kernels. A row's max and its sum of
-  exps come from one pass (:func:`row_exp_sum`), so the row is read from
-  memory while it is being exponentiated (the costly part) and the hardware
-  prefetcher keeps the reads ahead of the arithmetic. Large outputs are
+* Memory traffic is what bounds these kernels. A row's sum of exps comes from
+  the pass that reads it (:func:`row_exp_sum`, no separate pass for the row
+  max), so the row is read from memory while it is being exponentiated (the
+  costly part) and the hardware prefetcher keeps the reads ahead of the
+  arithmetic. Large outputs are
   written with non-temporal (streaming) stores, which skip the
   read-for-ownership a plain store costs. Intermediate values live in a
   per-block scratch row that stays in cache.
@@ -74,7 +74,7 @@ class _Interleave(event.Listener):
 
     Left to its cost model, LLVM runs the vectorised exp loops two vectors at
     a time, and the exp's long chain of dependent multiply-adds waits on
-    latency; four at a time is 17% faster (float32 and float64, in cache).
+    latency; four at a time is 15% faster (float32 and float64, in cache).
     The setting is process-wide in LLVM, so it holds only while a kernel of
     this module compiles (under Numba's compiler lock), not for user code.
     """
@@ -286,8 +286,7 @@ def _exp_vec_f64(x):
     # through int32: AVX2 has no packed double -> int64 conversion, and the
     # scalar ones it would take instead cost a fifth of the exp's time
     bits = _bitcast_float_to_int(p) + (np.int64(np.int32(k)) << np.int64(52))
-    e = np.inf if x > 709.78 else _bitcast_int_to_float(bits)
-    return 0.0 if x < -708.0 else e
+    return 0.0 if x < -708.0 else _bitcast_int_to_float(bits)
 
 
 def _overload_by_precision(stub, for_float32, for_float64):
