@@ -539,12 +539,21 @@ def row_exp_sum(x, out, store):
     ``out = exp(x - shift)``. A row holding NaN or +inf, or all -inf, gives its
     max (NaN, +inf, -inf) as ``shift``.
     """
-    shift = row_max(x[:SUM_CHUNK])
-    d = row_sum_exp(x, shift, out, store, x[:0], 0.0)
-    if not (np.isfinite(d) and np.isfinite(shift)):
+    return row_exp_sum_from(x, out, store, row_max(x[:SUM_CHUNK]), x[:0])
+
+
+@njit(inline="always")
+def row_exp_sum_from(x, out, store, shift, upcoming):
+    """:func:`row_exp_sum` from a first ``shift`` at most the row max,
+    prefetching ``upcoming`` (see ``row_sum_exp``)."""
+    d = 0.0
+    for _ in range(2):  # a loop, not a second call: one inlined copy of the sum
+        d = row_sum_exp(x, shift, out, store, upcoming, 0.0)
+        if np.isfinite(d) and np.isfinite(shift):
+            break
         shift = row_max(x)
-        if np.isfinite(shift):
-            d = row_sum_exp(x, shift, out, store, x[:0], 0.0)
+        if not np.isfinite(shift):
+            break
     return d, shift
 
 
@@ -796,12 +805,22 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             store = with_grad and not ignored
             if cap > 0.0:
                 # tanh and max in one pass (one pass over the row fewer than a
-                # max of the raw row followed by a tanh pass)
+                # max of the raw row followed by a tanh pass); the exps of the
+                # capped row, in cache, then overlap the next row's reads
                 shift = softcap_row_max(x, cap, capped)
-                xs = capped
+                xs, upcoming = capped, next_row(X, n)
             else:
-                d, shift = row_exp_sum(x, scratch, True) if store else row_exp_sum(x, x, False)
-                xs = x
+                shift = row_max(x[:SUM_CHUNK])  # see row_exp_sum
+                xs, upcoming = x, x[:0]
+            # With a softcap and only the target's term to subtract, the exps are
+            # stored times the softcap's slope, and the gradient is then written
+            # in one pass. (A constant store flag there, as in the elementwise
+            # kernels: a store under a runtime condition can keep a loop scalar.)
+            sloped = cap > 0.0 and store and not soft and eps == 0.0
+            if sloped:
+                d = row_sum_exp_sloped(xs, shift, scratch, True, upcoming, cap)
+            else:
+                d, shift = row_exp_sum_from(xs, scratch, store, shift, upcoming)
             if argmax.size:  # of the raw logits
                 argmax[n] = row_argmax(x, row_max(x))
             if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
@@ -809,15 +828,6 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                     lse[n] = shift
                 set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
                 continue
-            # With a softcap and only the target's term to subtract, the exps are
-            # stored times the softcap's slope, and the gradient is then written
-            # in one pass. (A constant store flag there, as in the elementwise
-            # kernels: a store under a runtime condition can keep a loop scalar.)
-            sloped = cap > 0.0 and store and not soft and eps == 0.0
-            if sloped:
-                d = row_sum_exp_sloped(xs, shift, scratch, True, next_row(X, n), cap)
-            elif cap > 0.0:
-                d = row_sum_exp(xs, shift, scratch, store, next_row(X, n), 0.0)
             log_d = math.log(d)
             row_lse = shift + log_d
             if lse.size:
@@ -1077,7 +1087,7 @@ def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream
             if label == ignore_index:
                 set_row(loss, G, n, with_grad, 0.0)
                 continue
-            d, shift = row_exp_sum(x, scratch, True) if with_grad else row_exp_sum(x, x, False)
+            d, shift = row_exp_sum(x, scratch, with_grad)
             if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
                 set_row(loss, G, n, with_grad, np.nan)
                 continue
