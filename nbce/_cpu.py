@@ -18,10 +18,9 @@ Why the kernels look the way they do:
   the pass that reads it (:func:`row_exp_sum`, no separate pass for the row
   max), so the row is read from memory while it is being exponentiated (the
   costly part) and the hardware prefetcher keeps the reads ahead of the
-  arithmetic. Large outputs are
-  written with non-temporal (streaming) stores, which skip the
-  read-for-ownership a plain store costs. Intermediate values live in a
-  per-block scratch row that stays in cache.
+  arithmetic. Large outputs are written with non-temporal (streaming) stores,
+  which skip the read-for-ownership a plain store costs. Intermediate values
+  live in a per-block scratch row that stays in cache.
 * Each row is reduced by one thread in a fixed order, so results do not depend
   on the number of threads; sums across rows run after the parallel loop, in
   row order (``ordered_sum``).
@@ -533,13 +532,19 @@ row_sum_exp_sloped = _row_sum_exp(True)
 
 
 @njit(inline="always")
+def first_chunk_max(x):
+    """The first shift of a row's exps: the max of its first SUM_CHUNK elements."""
+    return row_max(x[:SUM_CHUNK])
+
+
+@njit(inline="always")
 def row_exp_sum(x, out, store):
     """``(d, shift)`` with d = sum(exp(x - shift)) in float64, so that the
     row's log-sum-exp is ``shift + log(d)``; with ``store``, also
     ``out = exp(x - shift)``. A row holding NaN or +inf, or all -inf, gives its
     max (NaN, +inf, -inf) as ``shift``.
     """
-    return row_exp_sum_from(x, out, store, row_max(x[:SUM_CHUNK]), x[:0])
+    return row_exp_sum_from(x, out, store, first_chunk_max(x), x[:0])
 
 
 @njit(inline="always")
@@ -810,7 +815,7 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                 shift = softcap_row_max(x, cap, capped)
                 xs, upcoming = capped, next_row(X, n)
             else:
-                shift = row_max(x[:SUM_CHUNK])  # see row_exp_sum
+                shift = first_chunk_max(x)
                 xs, upcoming = x, x[:0]
             # With a softcap and only the target's term to subtract, the exps are
             # stored times the softcap's slope, and the gradient is then written

@@ -21,8 +21,8 @@ LATE = SUM_CHUNK + 40  # an element after the first chunk
 
 ROWS = {  # name -> (where, value) changes to random logits
     "plain": [],
-    "late-max-60-above": [(LATE, 60.0)],  # summed in the first pass (float32 sums reach e^60)
-    "late-max-1000-above": [(LATE, 1000.0)],  # overflows the first pass in both precisions
+    "late-60": [(LATE, 60.0)],  # summed in the first pass (float32 sums reach e^50 and more)
+    "late-1000": [(LATE, 1000.0)],  # overflows the first pass in both precisions
     "first-chunk-all-minus-inf": [(slice(0, SUM_CHUNK), -np.inf)],
     "late-minus-inf": [(LATE, -np.inf)],
     "late-nan": [(LATE, np.nan)],
