@@ -171,8 +171,9 @@ def _stream_vector(typingctx, dst, src, i, a, b, c):
 
     ``&dst[i]`` must be 32-byte aligned. LLVM does not vectorise a loop of
     non-temporal scalar stores whose alignment it cannot prove, so the vector
-    is built here by hand. No fast-math flags: the two subtractions stay
-    separate roundings, as in ``(x - max) - log(sum)``.
+    is built here by hand. Numba gives its instructions the kernel's
+    fast-math flags, as it does ``_affine_range``'s, so a streamed row gets
+    the arithmetic of a cached one.
     """
 
     def codegen(context, builder, sig, args):
@@ -196,6 +197,22 @@ def _stream_vector(typingctx, dst, src, i, a, b, c):
         return context.get_dummy_value()
 
     return types.none(dst, src, i, a, b, c), codegen
+
+
+@intrinsic
+def tanh_slope(typingctx, v, inv):
+    """``1 - (v * inv)**2``, rounded after each operation in every build.
+
+    Numba gives the kernels' fast-math flags to every float instruction that
+    has none; these carry ``nsz`` alone (signs of zero do not matter here),
+    so LLVM may neither regroup nor fuse them.
+    """
+
+    def codegen(context, builder, sig, args):
+        u = builder.fmul(args[0], args[1], flags=("nsz",))
+        return builder.fsub(ir.Constant(u.type, 1.0), builder.fmul(u, u, flags=("nsz",)), flags=("nsz",))
+
+    return v(v, inv), codegen
 
 
 @intrinsic
@@ -453,6 +470,9 @@ def _softcap_by_precision(x, c, inv):
 # float64 total: short enough to keep float32 sums accurate, long enough to
 # keep the vectorised inner loop busy.
 SUM_CHUNK = 512
+# Elements whose max is a row's first shift (see row_exp_sum): a short head,
+# since on rows of 1000 classes its max pass cost a tenth of the exp pass.
+HEAD = 64
 # Elements per block of rows handed to one thread (at least one row).
 BLOCK_ELEMENTS = 1 << 16
 
@@ -473,32 +493,49 @@ def row_max(x):
 
 
 @njit(inline="always")
-def softcap_slope(capped, k, cap):
-    """d(cap tanh(x / cap))/dx = 1 - tanh^2 at element ``k``, from the capped row.
+def softcap_slope(capped, k, inv):
+    """d(cap tanh(x / cap))/dx = 1 - tanh^2 at element ``k``, from the capped
+    row and ``inv = 1 / cap`` (in the row's dtype).
 
-    A division, not a product with 1/cap: reassoc would regroup (v/cap)^2
-    differently in the threaded and the serial build, and their bits would differ.
+    Through :func:`tanh_slope`: with reassoc, LLVM regrouped ``(v * inv)**2``
+    differently in the threaded and the serial build, and their bits
+    differed. (A division by cap would not regroup either, but the softcapped
+    gradient was 3% slower with it, in cache.)
     """
-    u = capped[k] / cap
-    return capped.dtype.type(1.0) - u * u
+    return tanh_slope(capped[k], inv)
 
 
-def _row_sum_exp(sloped):
-    """``row_sum_exp``, or with ``sloped`` (a constant of the loop) ``row_sum_exp_sloped``."""
+# The exps of a row are taken relative to the max of its first HEAD
+# elements, not to the row max: the row is then read once, while it is being
+# exponentiated, instead of once for its max and once more for the sum. With
+# the shift at most the row max, no exp underflows that a shift by the max
+# would keep; and the sum is finite, and the shift finite, exactly when no exp
+# overflowed and the row holds no NaN or +inf. Otherwise (an element ~88
+# (float32) above the head's max, a non-finite element, or a head all -inf:
+# rare in practice) the row is summed again, shifted by its max.
+
+
+@njit(inline="always")
+def head_max(x):
+    """The first shift of a row's exps: the max of its first HEAD elements."""
+    return row_max(x[:HEAD])
+
+
+def _exp_sum_from(sloped):
+    """``row_exp_sum_from``, or with ``sloped`` (a constant of its loop)
+    ``row_exp_sum_from_sloped``."""
 
     @njit(inline="always")
-    def row_sum_exp(x, shift, out, store, upcoming, cap):
+    def row_sum_exp(x, shift, out, store, upcoming, inv_cap):
         """sum(exp(x - shift)) in float64; with ``store``, also
-        ``out = exp(x - shift)``, times its ``softcap_slope`` for
-        ``row_sum_exp_sloped`` (``x`` is then the softcapped row; ``cap`` is
-        unused otherwise).
+        ``out = exp(x - shift)``, times its ``softcap_slope`` when sloped.
 
         ``upcoming`` (the next row, or an empty array) is prefetched a cache
         line at a time: where ``x`` is a row already in cache (the softcapped
         row), its arithmetic then overlaps the next row's DRAM reads.
         """
         dt = x.dtype.type
-        cap_t = dt(cap)
+        inv_t = dt(inv_cap)
         line = max(1, 64 // upcoming.itemsize)
         total = 0.0
         for start in range(0, x.size, SUM_CHUNK):
@@ -509,32 +546,32 @@ def _row_sum_exp(sloped):
             for c in range(start, stop):
                 e = exp_vec(x[c] - shift)
                 if store:
-                    out[c] = e * softcap_slope(x, c, cap_t) if sloped else e
+                    out[c] = e * softcap_slope(x, c, inv_t) if sloped else e
                 s += e
             total += s
         return total
 
-    return row_sum_exp
+    @njit(inline="always")
+    def row_exp_sum_from(x, out, store, shift, upcoming, inv_cap):
+        """:func:`row_exp_sum` from a first ``shift`` at most the row max,
+        prefetching ``upcoming``. Sloped, ``x`` is the softcapped row and the
+        stored exps are times their ``softcap_slope`` (``inv_cap = 1 / cap``;
+        unused otherwise)."""
+        d = 0.0
+        for _ in range(2):  # a loop, not a second call: one inlined copy of the sum
+            d = row_sum_exp(x, shift, out, store, upcoming, inv_cap)
+            if np.isfinite(d) and np.isfinite(shift):
+                break
+            shift = row_max(x)
+            if not np.isfinite(shift):
+                break
+        return d, shift
+
+    return row_exp_sum_from
 
 
-row_sum_exp = _row_sum_exp(False)
-row_sum_exp_sloped = _row_sum_exp(True)
-
-
-# The exps of a row are taken relative to the max of its first SUM_CHUNK
-# elements, not to the row max: the row is then read once, while it is being
-# exponentiated, instead of once for its max and once more for the sum. With
-# the shift at most the row max, no exp underflows that a shift by the max
-# would keep; and the sum is finite, and the shift finite, exactly when no exp
-# overflowed and the row holds no NaN or +inf. Otherwise (an element ~88
-# (float32) above the first chunk's max, a non-finite element, or a first
-# chunk all -inf: rare in practice) the row is summed again, shifted by its max.
-
-
-@njit(inline="always")
-def first_chunk_max(x):
-    """The first shift of a row's exps: the max of its first SUM_CHUNK elements."""
-    return row_max(x[:SUM_CHUNK])
+row_exp_sum_from = _exp_sum_from(False)
+row_exp_sum_from_sloped = _exp_sum_from(True)
 
 
 @njit(inline="always")
@@ -544,22 +581,7 @@ def row_exp_sum(x, out, store):
     ``out = exp(x - shift)``. A row holding NaN or +inf, or all -inf, gives its
     max (NaN, +inf, -inf) as ``shift``.
     """
-    return row_exp_sum_from(x, out, store, first_chunk_max(x), x[:0])
-
-
-@njit(inline="always")
-def row_exp_sum_from(x, out, store, shift, upcoming):
-    """:func:`row_exp_sum` from a first ``shift`` at most the row max,
-    prefetching ``upcoming`` (see ``row_sum_exp``)."""
-    d = 0.0
-    for _ in range(2):  # a loop, not a second call: one inlined copy of the sum
-        d = row_sum_exp(x, shift, out, store, upcoming, 0.0)
-        if np.isfinite(d) and np.isfinite(shift):
-            break
-        shift = row_max(x)
-        if not np.isfinite(shift):
-            break
-    return d, shift
+    return row_exp_sum_from(x, out, store, head_max(x), x[:0], 0.0)
 
 
 @njit(inline="always")
@@ -753,16 +775,12 @@ def row_argmax(x, m):
 
 
 @njit(inline="always")
-def softcap_row_max(x, cap, out):
-    """``out = cap * tanh(x / cap)`` (:func:`softcap`), and its max."""
+def softcap_row(x, cap, out):
+    """``out = cap * tanh(x / cap)`` (:func:`softcap`)."""
     dt = x.dtype.type
     c, inv = dt(cap), dt(1.0 / cap)
-    m = dt(-np.inf)
     for k in range(x.size):
-        v = softcap(x[k], c, inv)
-        out[k] = v
-        m = maximum(m, v)
-    return m
+        out[k] = softcap(x[k], c, inv)
 
 
 @njit(inline="always")
@@ -809,13 +827,11 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                 continue
             store = with_grad and not ignored
             if cap > 0.0:
-                # tanh and max in one pass (one pass over the row fewer than a
-                # max of the raw row followed by a tanh pass); the exps of the
-                # capped row, in cache, then overlap the next row's reads
-                shift = softcap_row_max(x, cap, capped)
+                # the capped row stays in cache: its exps then overlap the
+                # next row's reads
+                softcap_row(x, cap, capped)
                 xs, upcoming = capped, next_row(X, n)
             else:
-                shift = first_chunk_max(x)
                 xs, upcoming = x, x[:0]
             # With a softcap and only the target's term to subtract, the exps are
             # stored times the softcap's slope, and the gradient is then written
@@ -823,9 +839,9 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             # kernels: a store under a runtime condition can keep a loop scalar.)
             sloped = cap > 0.0 and store and not soft and eps == 0.0
             if sloped:
-                d = row_sum_exp_sloped(xs, shift, scratch, True, upcoming, cap)
+                d, shift = row_exp_sum_from_sloped(xs, scratch, True, head_max(xs), upcoming, 1.0 / cap)
             else:
-                d, shift = row_exp_sum_from(xs, scratch, store, shift, upcoming)
+                d, shift = row_exp_sum_from(xs, scratch, store, head_max(xs), upcoming, 0.0)
             if argmax.size:  # of the raw logits
                 argmax[n] = row_argmax(x, row_max(x))
             if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
@@ -866,7 +882,7 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             if sloped or (not soft and cap == 0.0 and not (weighted and eps > 0.0)):
                 write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label)
                 fix = dt(k * (1.0 - eps) * w_y)
-                g[label] -= fix * softcap_slope(xs, label, dt(cap)) if sloped else fix
+                g[label] -= fix * softcap_slope(xs, label, dt(1.0 / cap)) if sloped else fix
                 continue
             if soft:
                 t, kt = T[n], dt(k)
@@ -878,9 +894,9 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                     scratch[c] = scratch[c] * a - b * w[c]
                 scratch[label] -= dt(k * (1.0 - eps) * w_y)
             if cap > 0.0:
-                cap_t = dt(cap)
+                inv_t = dt(1.0 / cap)
                 for c in range(C):
-                    scratch[c] *= softcap_slope(capped, c, cap_t)
+                    scratch[c] *= softcap_slope(capped, c, inv_t)
             write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1)
         store_fence()
     return ordered_sum(loss)

@@ -1,10 +1,11 @@
-"""Rows wider than the first chunk that their exps are shifted by.
+"""Rows wider than the head that their exps are shifted by.
 
-The kernels shift a row's exps by the max of its first SUM_CHUNK elements and
-sum them in the same pass that reads the row; a row whose later elements would
-overflow that sum, or that holds NaN or +inf, or whose first chunk is all
--inf, is summed again shifted by its max. These rows put each case after the
-first chunk, for every function that sums exps, against float64 references.
+The kernels shift a row's exps by the max of its first HEAD elements and sum
+them in the same pass that reads the row; a row whose later elements would
+overflow that sum, or that holds NaN or +inf, or whose head is all -inf, is
+summed again shifted by its max. These rows put each case after the head, in
+the second chunk of the float32 sums (SUM_CHUNK), for every function that
+sums exps, against float64 references.
 """
 
 import numpy as np
@@ -14,16 +15,17 @@ from conftest import DTYPES, assert_close, make_logits
 
 import nbce
 from nbce import reference
-from nbce._cpu import SUM_CHUNK
+from nbce._cpu import HEAD, SUM_CHUNK
 
 C = SUM_CHUNK + 88
-LATE = SUM_CHUNK + 40  # an element after the first chunk
+LATE = SUM_CHUNK + 40  # an element after the head, in the second chunk
 
 ROWS = {  # name -> (where, value) changes to random logits
     "plain": [],
     "late-60": [(LATE, 60.0)],  # summed in the first pass (float32 sums reach e^50 and more)
     "late-1000": [(LATE, 1000.0)],  # overflows the first pass in both precisions
-    "first-chunk-all-minus-inf": [(slice(0, SUM_CHUNK), -np.inf)],
+    "head-all-minus-inf": [(slice(0, HEAD), -np.inf)],
+    "after-head-60": [(HEAD, 60.0)],  # in the first chunk, past the head
     "late-minus-inf": [(LATE, -np.inf)],
     "late-nan": [(LATE, np.nan)],
     "late-plus-inf": [(LATE, np.inf)],
@@ -57,16 +59,22 @@ def finite_rows(x):
     return np.flatnonzero(np.isfinite(np.max(x, axis=-1)))
 
 
+# A softcap of 100 keeps rows with +-inf finite, and lets the capped late
+# elements overflow a float32 sum shifted by the head's max (100 tanh(10) is
+# ~97 above it), as does a head all -inf (capped to -100): the gradient with
+# the softcap's slope is then summed again too.
+@pytest.mark.parametrize("options", [dict(label_smoothing=0.1), dict(softcap=100.0)], ids=["smoothing", "softcap"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cross_entropy(rng, dtype):
+def test_cross_entropy(rng, dtype, options):
     x = wide_logits(rng, dtype)
     y = np.full(len(x), LATE)  # the target is the late element
     y[::2] = rng.integers(0, C, len(x) // 2)
-    kw = dict(reduction="none", label_smoothing=0.1)
+    kw = dict(reduction="none", **options)
     loss, grad = nbce.cross_entropy_with_grad(x, y, **kw)
-    good = finite_rows(x)
+    capped = "softcap" in options
+    good = np.flatnonzero(~np.isnan(x).any(axis=-1)) if capped else finite_rows(x)
     bad = np.setdiff1d(np.arange(len(x)), good)
-    assert len(bad) == 3 * 8 and np.isnan(loss[bad]).all() and np.isnan(grad[bad]).all()
+    assert len(bad) == (2 if capped else 3) * 8 and np.isnan(loss[bad]).all() and np.isnan(grad[bad]).all()
     assert_close(loss[good], reference.cross_entropy(x[good], y[good], **kw), dtype)
     assert_close(grad[good], reference.cross_entropy_grad(x[good], y[good], **kw), dtype)
     np.testing.assert_array_equal(nbce.cross_entropy(x, y, **kw), loss)
