@@ -172,8 +172,7 @@ def _stream_vector(typingctx, dst, src, i, a, b, c):
     ``&dst[i]`` must be 32-byte aligned. LLVM does not vectorise a loop of
     non-temporal scalar stores whose alignment it cannot prove, so the vector
     is built here by hand. Numba gives its instructions the kernel's
-    fast-math flags, as it does ``_affine_range``'s, so a streamed row gets
-    the arithmetic of a cached one.
+    fast-math flags, as it does ``_affine_range``'s.
     """
 
     def codegen(context, builder, sig, args):
@@ -495,7 +494,9 @@ def row_max(x):
 @njit(inline="always")
 def softcap_slope(capped, k, inv):
     """d(cap tanh(x / cap))/dx = 1 - tanh^2 at element ``k``, from the capped
-    row and ``inv = 1 / cap`` (in the row's dtype).
+    row and ``inv = 1 / cap`` (in the row's dtype, computed inside the row
+    loop: computed once at the top of ``ce_rows``, the threaded and the
+    serial build gave different gradient bits in float64).
 
     Through :func:`tanh_slope`: with reassoc, LLVM regrouped ``(v * inv)**2``
     differently in the threaded and the serial build, and their bits
