@@ -257,8 +257,9 @@ def _bitcast_int_to_float(typingctx, i):
 # through the polynomial, and the four interleaved exps spilled more registers.
 # Against testing x: cross_entropy's forward 3-10% faster, softmax up to 8%
 # slower, the rest within 4% (in cache); in float64, testing k was 4-16%
-# slower. k is clamped at -126 first: x = -inf gives k = -inf, which converts
-# to an integer that shifts to 0.
+# slower. k is clamped at -126 first: unclamped, x = -inf gives k = -inf,
+# whose conversion to an integer (undefined in LLVM; 0x80000000 on x86)
+# shifts to 0 and would pass the test.
 # At the top, x is clamped just past the largest finite result, so that 2**k
 # fills the exponent field (inf or NaN) instead of overflowing into the sign:
 # a sum of exps is finite exactly when no term overflows. One instruction,
