@@ -69,37 +69,38 @@ def cached_njit(fn, **options):
 
 
 class _Interleave(event.Listener):
-    """Sets LLVM's vector interleave count while one of ``builds`` compiles.
+    """Sets LLVM's vector interleave count while a kernel of this module compiles.
 
-    Left to its cost model, LLVM runs the vectorised exp loops two vectors at
-    a time, and the exp's long chain of dependent multiply-adds waits on
-    latency; four at a time is 15% faster (float32 and float64, in cache).
-    The setting is process-wide in LLVM, so it holds only while a kernel of
-    this module compiles (under Numba's compiler lock), not for user code.
+    How many vectors a loop runs at a time is a trade of instruction-level
+    parallelism against register spills, and LLVM's cost model does not see
+    the exp's long chain of dependent multiply-adds. Loops that only sum exps
+    run fastest one vector at a time (the whole loop stays in registers);
+    loops that store their results, four at a time. The counts measured best
+    are given per kernel (``Kernel(interleave=...)``). The setting is
+    process-wide in LLVM, so it holds only while such a kernel compiles (under
+    Numba's compiler lock), not for user code.
     """
 
-    def __init__(self, count):
-        self.count = count
-        self.builds = set()
-        self.depth = 0
+    def __init__(self):
+        self.counts = {}  # id(dispatcher) -> interleave count
+        self.stack = []
 
     def _set(self, count):
         binding.set_option("", f"-force-vector-interleave={count}")
 
     def on_start(self, ev):
-        if id(ev.data["dispatcher"]) in self.builds:
-            self.depth += 1
-            if self.depth == 1:
-                self._set(self.count)
+        count = self.counts.get(id(ev.data["dispatcher"]))
+        if count is not None:
+            self.stack.append(count)
+            self._set(count)
 
     def on_end(self, ev):
-        if id(ev.data["dispatcher"]) in self.builds:
-            self.depth -= 1
-            if self.depth == 0:
-                self._set(0)  # LLVM's default: the cost model decides
+        if id(ev.data["dispatcher"]) in self.counts:
+            self.stack.pop()
+            self._set(self.stack[-1] if self.stack else 0)  # 0: LLVM's cost model decides
 
 
-_interleave = _Interleave(4)
+_interleave = _Interleave()
 event.register("numba:compile", _interleave)
 
 
@@ -108,23 +109,36 @@ class Kernel:
 
     Calls go to the serial build for inputs under PARALLEL_MIN_ELEMENTS. Both
     builds give each row the same arithmetic, so results do not depend on the
-    number of threads. Both compile with ``_interleave``.
+    number of threads. Both compile with LLVM's vector interleave count set
+    to ``interleave`` (see ``_Interleave``); ``suffix`` names the builds of a
+    second Kernel of the same body.
     """
 
-    def __init__(self, fn):
-        self.__name__ = fn.__name__
+    def __init__(self, fn, interleave, suffix=""):
+        self.__name__ = fn.__name__ + suffix
         self.__doc__ = fn.__doc__
-        self.parallel = cached_njit(fn, parallel=True, **KERNEL_OPTIONS)
-        # Numba's cache key ignores compile options: the serial build needs a
-        # function of its own name, or it would load the threaded build.
-        serial = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
-        serial.__qualname__ = fn.__qualname__ + "_serial"
-        self.serial = cached_njit(serial, **KERNEL_OPTIONS)
-        _interleave.builds.update((id(self.parallel), id(self.serial)))
+        # Numba's cache key ignores compile options: each build needs a
+        # function of its own name, or it would load another's code.
+        self.parallel, self.serial = (
+            cached_njit(_renamed(fn, self.__name__ + build), **KERNEL_OPTIONS, **options)
+            for build, options in (("", {"parallel": True}), ("_serial", {}))
+        )
+        _interleave.counts.update({id(self.parallel): interleave, id(self.serial): interleave})
 
     def __call__(self, X, *args):
         build = self.parallel if X.size >= PARALLEL_MIN_ELEMENTS else self.serial
         return build(X, *args)
+
+
+def _renamed(fn, name):
+    renamed = FunctionType(fn.__code__, fn.__globals__, name)
+    renamed.__qualname__ = fn.__qualname__.removesuffix(fn.__name__) + name
+    return renamed
+
+
+def kernel(*, interleave):
+    """Decorator: ``Kernel(fn, interleave)``."""
+    return lambda fn: Kernel(fn, interleave)
 
 
 # --- LLVM intrinsics -------------------------------------------------------
@@ -249,68 +263,93 @@ def _bitcast_int_to_float(typingctx, i):
 #
 # exp(x) = 2**k * exp(r) with k = round(x / ln2) and |r| <= ln2 / 2. ln2 is split
 # in a high part with trailing zero bits (k * LN2_HI is exact) and a low part
-# (Cody-Waite). exp(r) is a polynomial; 2**k is added to the exponent field of
-# the result's bits, so no libm call and no branch remain. Results that would
-# leave the biased exponent below 1 are flushed to zero (-inf gives exactly
-# 0): those under ~2**-125 (float32) / 2**-1021 (float64). float32 tests k
-# shifted into place, a value the exp keeps anyway; testing x kept x alive
-# through the polynomial, and the four interleaved exps spilled more registers.
-# Against testing x: cross_entropy's forward 3-10% faster, softmax up to 8%
-# slower, the rest within 4% (in cache); in float64, testing k was 4-16%
-# slower. k is clamped at -126 first: unclamped, x = -inf gives k = -inf,
-# whose conversion to an integer (undefined in LLVM; 0x80000000 on x86)
-# shifts to 0 and would pass the test.
-# At the top, x is clamped just past the largest finite result, so that 2**k
-# fills the exponent field (inf or NaN) instead of overflowing into the sign:
-# a sum of exps is finite exactly when no term overflows. One instruction,
-# where a select of inf costs two.
+# (Cody-Waite); exp(r) is a polynomial. No libm call, no branch, and no
+# rounding or conversion instruction:
+# * k comes from t = x / ln2 + M in one multiply-add, with M = 1.5 * 2**23 + 126
+#   (float32; 1.5 * 2**52 + 1022 in float64): the spacing of floats near M is
+#   1, so t is rounded to an integer, and k = t - M exactly. The low bits of
+#   t's pattern hold k + 126 (k + 1022); shifted into the exponent field they
+#   make the float 2**(k - 1). The polynomial fits 2 exp(r), so the product of
+#   the two is exp(x), rounded once: inf exactly where exp(x) overflows.
+# * x is clamped to [-87.5, 89] ([-708.5, 710]) first, NaN passing through: k +
+#   126 stays in [0, 254]. At the bottom it is 0, the scale is 0.0 and the
+#   result exactly 0: below about -87.0 (-708.0), -inf included. At the top,
+#   2**127 times the polynomial overflows to inf.
+# Against rounding with vroundps and adding k to the result's exponent bits
+# (which took a clamp of k and a test to flush underflows): 15 instructions
+# per vector instead of 18. With the sums run one vector at a time (see
+# _Interleave), logsumexp and cross_entropy ran 13-15% faster, the fused
+# gradient 6-7% (float32, 256 x 1000 in cache, one thread).
+
+
+@intrinsic
+def _magic_round(typingctx, x, a, m):
+    """``(t, t - m)`` with ``t = fma(x, a, m)``, computed as written: the
+    subtraction carries ``nsz`` alone (Numba gives the kernels' flags to
+    every float instruction that has none), so LLVM cannot cancel ``m``."""
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        fma = builder.module.declare_intrinsic("llvm.fma", [ty], ir.FunctionType(ty, [ty, ty, ty]))
+        t = builder.call(fma, args)
+        return context.make_tuple(builder, sig.return_type, [t, builder.fsub(t, args[2], flags=("nsz",))])
+
+    return types.UniTuple(x, 2)(x, a, m), codegen
+
+
+@intrinsic
+def _clamp(typingctx, x, lo, hi):
+    """x clamped to [lo, hi]; NaN stays NaN. One min and one max instruction:
+    written in Python, the two selects became minnum/maxnum in LLVM, and
+    each cost a NaN fix-up (two more instructions)."""
+
+    def codegen(context, builder, sig, args):
+        x, lo, hi = args
+        x = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
+        return builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
+
+    return x(x, x, x), codegen
 
 
 def exp_vec(x):
-    """exp(x), vectorisable: 0 below about -87 (float32) / -708 (float64),
-    inf or NaN where exp(x) overflows; float32 or float64."""
+    """exp(x), vectorisable: 0 below about -87.0 (float32) / -708.0 (float64),
+    inf where exp(x) overflows; float32 or float64."""
     raise NotImplementedError("exp_vec is only callable from jitted code")
 
 
 def _exp_vec_f32(x):
-    x = np.float32(89.0) if x > np.float32(89.0) else x
-    k = np.rint(x * np.float32(1.4426950408889634))  # np.rint keeps float32 (math.floor would not)
-    k = np.float32(-126.0) if k < np.float32(-126.0) else k
+    x = _clamp(x, np.float32(-87.5), np.float32(89.0))
+    t, k = _magic_round(x, np.float32(1.4426950408889634), np.float32(12582912.0 + 126.0))
     r = x - k * np.float32(0.693145751953125)
     r = r - k * np.float32(1.428606765330187e-06)
-    # near-minimax fit of exp on [-ln2/2, ln2/2]: relative error 2e-7 in float32
-    p = np.float32(0.00831251)
-    p = p * r + np.float32(0.04189008)
-    p = p * r + np.float32(0.16667114)
-    p = p * r + np.float32(0.4999923)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
-    scale = np.int32(np.int32(k) << np.int32(23))
-    bits = np.int32(_bitcast_float_to_int(p) + scale)
-    return np.float32(0.0) if scale < np.int32(-125 << 23) else _bitcast_int_to_float(bits)  # k <= -126
+    # near-minimax fit of 2 exp on [-ln2/2, ln2/2]: relative error 2e-7 in float32
+    p = np.float32(2 * 0.00831251)
+    p = p * r + np.float32(2 * 0.04189008)
+    p = p * r + np.float32(2 * 0.16667114)
+    p = p * r + np.float32(2 * 0.4999923)
+    p = p * r + np.float32(2.0)
+    p = p * r + np.float32(2.0)
+    return p * _bitcast_int_to_float(np.int32(_bitcast_float_to_int(t) << np.int32(23)))
 
 
 def _exp_vec_f64(x):
-    x = 710.0 if x > 710.0 else x
-    k = np.rint(x * 1.4426950408889634)
+    x = _clamp(x, -708.5, 710.0)
+    t, k = _magic_round(x, 1.4426950408889634, 6755399441055744.0 + 1022.0)
     r = x - k * 0.6931471803691238
     r = r - k * 1.9082149292705877e-10
-    # near-minimax fit of exp on [-ln2/2, ln2/2], degree 10: relative error 5e-16
-    p = 2.747782412460551e-07
-    p = p * r + 2.7635039126115625e-06
-    p = p * r + 2.4801929279055584e-05
-    p = p * r + 0.00019841185112776192
-    p = p * r + 0.0013888888518050237
-    p = p * r + 0.00833333337096769
-    p = p * r + 0.04166666666813239
-    p = p * r + 0.16666666666611302
-    p = p * r + 0.49999999999998346
-    p = p * r + 1.0
-    p = p * r + 1.0
-    # through int32: AVX2 has no packed double -> int64 conversion, and the
-    # scalar ones it would take instead cost a fifth of the exp's time
-    bits = _bitcast_float_to_int(p) + (np.int64(np.int32(k)) << np.int64(52))
-    return 0.0 if x < -708.0 else _bitcast_int_to_float(bits)
+    # near-minimax fit of 2 exp on [-ln2/2, ln2/2], degree 10: relative error 5e-16
+    p = 2 * 2.747782412460551e-07
+    p = p * r + 2 * 2.7635039126115625e-06
+    p = p * r + 2 * 2.4801929279055584e-05
+    p = p * r + 2 * 0.00019841185112776192
+    p = p * r + 2 * 0.0013888888518050237
+    p = p * r + 2 * 0.00833333337096769
+    p = p * r + 2 * 0.04166666666813239
+    p = p * r + 2 * 0.16666666666611302
+    p = p * r + 2 * 0.49999999999998346
+    p = p * r + 2.0
+    p = p * r + 2.0
+    return p * _bitcast_int_to_float(_bitcast_float_to_int(t) << np.int64(52))
 
 
 def _overload_by_precision(stub, for_float32, for_float64):
@@ -710,7 +749,7 @@ def set_row(loss, G, n, with_grad, value):
 # logsumexp returns the max, log_softmax returns x - max, softmax returns NaN.
 
 
-@Kernel
+@kernel(interleave=1)
 def logsumexp_rows(X, out):
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
@@ -721,7 +760,7 @@ def logsumexp_rows(X, out):
             out[n] = shift + math.log(d) if np.isfinite(shift) else shift
 
 
-@Kernel
+@kernel(interleave=1)
 def log_softmax_rows(X, out, stream):
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
@@ -735,7 +774,7 @@ def log_softmax_rows(X, out, stream):
         store_fence()
 
 
-@Kernel
+@kernel(interleave=4)
 def softmax_rows(X, out, stream):
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
@@ -806,8 +845,7 @@ def soft_target_terms(x, t, w, shift, keep, spread):
     return tw_sum, gap
 
 
-@Kernel
-def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, with_grad, G, stream, loss, z_loss, lse, argmax):
+def _ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, with_grad, G, stream, loss, z_loss, lse, argmax):
     """Cross-entropy per row: class indices ``y``, or probabilities ``T`` when it has rows.
 
     ``sw`` holds one weight per row (empty: all ones); ``cap`` is the softcap
@@ -912,6 +950,14 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
     return ordered_sum(loss)
 
 
+ce_rows = Kernel(_ce_rows, interleave=1)
+# With a softcap, the capped row's loop (softcap_row) needs more constants than
+# there are vector registers and reloads them for each vector: four vectors at
+# a time share the reloads, and cross_entropy_with_grad(softcap=...) runs 12%
+# faster (float32, 1024 x 32000) than in ce_rows's build.
+ce_rows_softcapped = Kernel(_ce_rows, interleave=4, suffix="_softcapped")
+
+
 # --- elementwise losses ----------------------------------------------------------
 # ELEMENTWISE: the kernels below treat each element as its own prediction.
 # Their row functions are called with constant flags (with_grad, ...) at each
@@ -943,7 +989,7 @@ def _bce_logits_row(x, t, w, pw, out, g, s, with_grad):
             g[c] = s * w[c] * (lw * sigmoid - pw[c] * tc)
 
 
-@Kernel
+@kernel(interleave=4)
 def bce_logits_rows(X, T, W, PW, scale, with_grad, G, L, row_loss):
     """Binary cross-entropy with logits per element, into ``L`` (unless it is
     empty), its row sums into ``row_loss``; returns the sum of ``row_loss``.
@@ -995,7 +1041,7 @@ def _bce_probs_row(p, t, w, out, g, eps, s, with_grad):
             g[c] = (pc - tc) / max(q * pc, eps) * w[c] * s
 
 
-@Kernel
+@kernel(interleave=4)
 def bce_probs_rows(P, T, W, eps, scale, with_grad, G, L, row_loss):
     """Binary cross-entropy of probabilities per element, into ``L`` (unless it
     is empty), its row sums into ``row_loss``; returns the sum of ``row_loss``.
@@ -1064,7 +1110,7 @@ def _sigmoid_focal_row(x, t, out, grad, a0, a1, g, s, with_grad, square):
             grad[c] = s * weight * (p_minus_t + g * ce * (one - two * tc) * ratio)
 
 
-@Kernel
+@kernel(interleave=4)
 def sigmoid_focal_rows(X, T, a_pos, a_neg, gamma, scale, with_grad, G, L, row_loss):
     """Sigmoid focal loss per element (targets in [0, 1]) into ``L`` (unless
     it is empty), its row sums into ``row_loss``; returns the sum of ``row_loss``."""
@@ -1100,7 +1146,7 @@ def sigmoid_focal_rows(X, T, a_pos, a_neg, gamma, scale, with_grad, G, L, row_lo
 # p_y -> 1. With g = 0 this is cross-entropy, computed the same way.
 
 
-@Kernel
+@kernel(interleave=1)
 def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream, loss):
     """Softmax focal loss with class-index targets; loss[n] is the weighted row loss.
 
