@@ -71,14 +71,17 @@ def cached_njit(fn, **options):
 class _Interleave(event.Listener):
     """Sets LLVM's vector interleave count while a kernel of this module compiles.
 
-    How many vectors a loop runs at a time is a trade of instruction-level
+    How many vectors a loop runs at a time trades instruction-level
     parallelism against register spills, and LLVM's cost model does not see
-    the exp's long chain of dependent multiply-adds. Loops that only sum exps
-    run fastest one vector at a time (the whole loop stays in registers);
-    loops that store their results, four at a time. The counts measured best
-    are given per kernel (``Kernel(interleave=...)``). The setting is
-    process-wide in LLVM, so it holds only while such a kernel compiles (under
-    Numba's compiler lock), not for user code.
+    the exp's long chain of dependent multiply-adds. A loop that sums exps
+    runs fastest one vector at a time: it then fits the 16 vector registers
+    (25 instructions a vector; four at a time took 95 for four, 19 of them
+    stack moves). Kernels whose time goes to such sums (logsumexp,
+    log_softmax, cross-entropy) build with 1; those that compute and store
+    a value per element, with 4 (with 4 rather than 1, softmax took 35% less
+    time and the elementwise losses 17-24% less, in cache). The setting is
+    process-wide in LLVM, so it holds only while such a build compiles
+    (under Numba's compiler lock), not for user code.
     """
 
     def __init__(self):
@@ -110,30 +113,23 @@ class Kernel:
     Calls go to the serial build for inputs under PARALLEL_MIN_ELEMENTS. Both
     builds give each row the same arithmetic, so results do not depend on the
     number of threads. Both compile with LLVM's vector interleave count set
-    to ``interleave`` (see ``_Interleave``); ``suffix`` names the builds of a
-    second Kernel of the same body.
+    to ``interleave`` (see ``_Interleave``).
     """
 
-    def __init__(self, fn, interleave, suffix=""):
-        self.__name__ = fn.__name__ + suffix
+    def __init__(self, fn, interleave):
+        self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        # Numba's cache key ignores compile options: each build needs a
-        # function of its own name, or it would load another's code.
-        self.parallel, self.serial = (
-            cached_njit(_renamed(fn, self.__name__ + build), **KERNEL_OPTIONS, **options)
-            for build, options in (("", {"parallel": True}), ("_serial", {}))
-        )
+        self.parallel = cached_njit(fn, parallel=True, **KERNEL_OPTIONS)
+        # Numba's cache key ignores compile options: the serial build needs a
+        # function of its own name, or it would load the threaded build.
+        serial = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
+        serial.__qualname__ = fn.__qualname__ + "_serial"
+        self.serial = cached_njit(serial, **KERNEL_OPTIONS)
         _interleave.counts.update({id(self.parallel): interleave, id(self.serial): interleave})
 
     def __call__(self, X, *args):
         build = self.parallel if X.size >= PARALLEL_MIN_ELEMENTS else self.serial
         return build(X, *args)
-
-
-def _renamed(fn, name):
-    renamed = FunctionType(fn.__code__, fn.__globals__, name)
-    renamed.__qualname__ = fn.__qualname__.removesuffix(fn.__name__) + name
-    return renamed
 
 
 def kernel(*, interleave):
@@ -278,8 +274,8 @@ def _bitcast_int_to_float(typingctx, i):
 # Against rounding with vroundps and adding k to the result's exponent bits
 # (which took a clamp of k and a test to flush underflows): 15 instructions
 # per vector instead of 18. With the sums run one vector at a time (see
-# _Interleave), logsumexp and cross_entropy ran 13-15% faster, the fused
-# gradient 6-7% (float32, 256 x 1000 in cache, one thread).
+# _Interleave), logsumexp and cross_entropy ran 12-14% faster, the fused
+# gradient 6-9% (float32, 256 x 1000 in cache, one thread).
 
 
 @intrinsic
@@ -823,13 +819,20 @@ def row_argmax(x, m):
     return 0
 
 
-@njit(inline="always")
-def softcap_row(x, cap, out):
+def _softcap_row(x, cap, out):
     """``out = cap * tanh(x / cap)`` (:func:`softcap`)."""
     dt = x.dtype.type
     c, inv = dt(cap), dt(1.0 / cap)
     for k in range(x.size):
         out[k] = softcap(x[k], c, inv)
+
+
+# Compiled on its own, four vectors at a time, not inlined into ce_rows: there,
+# at ce_rows's interleave of 1, the loop had more constants than vector
+# registers and re-broadcast them for every vector, and softcapped
+# cross-entropy ran 15% slower (float32, in cache) than with this build.
+softcap_row = cached_njit(_softcap_row, **KERNEL_OPTIONS)
+_interleave.counts[id(softcap_row)] = 4
 
 
 @njit(inline="always")
@@ -845,7 +848,8 @@ def soft_target_terms(x, t, w, shift, keep, spread):
     return tw_sum, gap
 
 
-def _ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, with_grad, G, stream, loss, z_loss, lse, argmax):
+@kernel(interleave=1)
+def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, with_grad, G, stream, loss, z_loss, lse, argmax):
     """Cross-entropy per row: class indices ``y``, or probabilities ``T`` when it has rows.
 
     ``sw`` holds one weight per row (empty: all ones); ``cap`` is the softcap
@@ -948,14 +952,6 @@ def _ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, 
             write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1)
         store_fence()
     return ordered_sum(loss)
-
-
-ce_rows = Kernel(_ce_rows, interleave=1)
-# With a softcap, the capped row's loop (softcap_row) needs more constants than
-# there are vector registers and reloads them for each vector: four vectors at
-# a time share the reloads, and cross_entropy_with_grad(softcap=...) runs 12%
-# faster (float32, 1024 x 32000) than in ce_rows's build.
-ce_rows_softcapped = Kernel(_ce_rows, interleave=4, suffix="_softcapped")
 
 
 # --- elementwise losses ----------------------------------------------------------
@@ -1146,7 +1142,7 @@ def sigmoid_focal_rows(X, T, a_pos, a_neg, gamma, scale, with_grad, G, L, row_lo
 # p_y -> 1. With g = 0 this is cross-entropy, computed the same way.
 
 
-@kernel(interleave=1)
+@kernel(interleave=1)  # as ce_rows: the same row sums, so gamma = 0 gives its bits
 def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream, loss):
     """Softmax focal loss with class-index targets; loss[n] is the weighted row loss.
 

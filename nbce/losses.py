@@ -242,8 +242,7 @@ def _cross_entropy(
     lse = np.empty(n_rows) if return_lse else check.NO_FLOAT64
     argmax = np.empty(n_rows, np.int64) if return_argmax else check.NO_INT64
     w_sum = float(n_classes) if weight is None else float(w.sum(dtype=np.float64))
-    kernel = _cpu.ce_rows_softcapped if cap > 0.0 else _cpu.ce_rows
-    total = kernel(
+    total = _cpu.ce_rows(
         rows.rows, labels, soft, w, weight is not None, w_sum, sw, ignore, eps, cap, z, scale,
         with_grad, grad_rows, _cpu.streams(grad_rows), row_loss, row_z_loss, lse, argmax,
     )  # fmt: skip
