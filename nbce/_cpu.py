@@ -11,6 +11,10 @@ Why the kernels look the way they do:
 * ``max`` reductions written with ``>`` or ``max()`` do not vectorise without
   the ``nnan`` flag, which would also delete our -inf/NaN guards. The
   ``llvm.maximum`` intrinsic vectorises and propagates NaN like ``np.max``.
+* Loops over part of a row index a slice of it from 0 (``x[start:stop]``):
+  indexed from ``start``, LLVM cannot prove the index non-negative and keeps
+  Numba's negative-index wraparound, which it vectorises with gathers and
+  scatters where AVX-512 has them (2-4x slower loops).
 * Sums run in the working precision over chunks of SUM_CHUNK classes
   (vectorised through ``reassoc``) and the chunk sums add up in float64, so a
   float32 row of 10**6 classes keeps a float32-level error.
@@ -175,6 +179,45 @@ def prefetch(typingctx, arr, i):
     return types.none(arr, i), codegen
 
 
+def _row_scope(module):
+    """Alias scope of the reads of :func:`load_row`, which :func:`store_scratch` writes are outside of."""
+    domain = module.add_metadata([ir.MetaDataString(module, "nbce rows")])
+    return module.add_metadata([module.add_metadata([ir.MetaDataString(module, "nbce rows read"), domain])])
+
+
+@intrinsic
+def load_row(typingctx, arr, i):
+    """``arr[i]``, for a loop whose bound keeps ``i`` in range: no bounds check
+    (which NUMBA_BOUNDSCHECK=1 would add), and declared to alias no
+    :func:`store_scratch` write."""
+
+    def codegen(context, builder, sig, args):
+        load = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1]))
+        load.set_metadata("alias.scope", _row_scope(builder.module))
+        return load
+
+    return arr.dtype(arr, i), codegen
+
+
+@intrinsic
+def store_scratch(typingctx, arr, i, v):
+    """``arr[i] = v`` into a row that :func:`load_row` never reads; as it, unchecked.
+
+    Without the declaration, LLVM checks at run time that the two rows do not
+    overlap, and takes a scalar loop where they lie within a few vectors of
+    each other (small rows allocated one after the other): its sum then came
+    out in another order than the vectorised sum of a loop that stores nothing.
+    """
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        store = builder.store(context.cast(builder, args[2], sig.args[2], sig.args[0].dtype), ptr)
+        store.set_metadata("noalias", _row_scope(builder.module))
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v), codegen
+
+
 @intrinsic
 def _stream_vector(typingctx, dst, src, i, a, b, c):
     """One 32-byte vector ``dst[i:i+k] = (src[i:i+k] * a - b) - c``, stored non-temporally.
@@ -307,6 +350,20 @@ def _clamp(typingctx, x, lo, hi):
     return x(x, x, x), codegen
 
 
+@intrinsic
+def _product(typingctx, a, b):
+    """``a * b``, rounded on its own: it carries ``nsz`` alone, so LLVM cannot
+    fuse it into an addition that uses it (``contract``). An exp then has the
+    same bits whether it is stored or only summed: fused into a sum's
+    multiply-add where it was not also stored, the sums of cross_entropy and
+    cross_entropy_with_grad differed."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1], flags=("nsz",))
+
+    return a(a, b), codegen
+
+
 def exp_vec(x):
     """exp(x), vectorisable: 0 below about -87.0 (float32) / -708.0 (float64),
     inf where exp(x) overflows; float32 or float64."""
@@ -325,7 +382,7 @@ def _exp_vec_f32(x):
     p = p * r + np.float32(2 * 0.4999923)
     p = p * r + np.float32(2.0)
     p = p * r + np.float32(2.0)
-    return p * _bitcast_int_to_float(np.int32(_bitcast_float_to_int(t) << np.int32(23)))
+    return _product(p, _bitcast_int_to_float(np.int32(_bitcast_float_to_int(t) << np.int32(23))))
 
 
 def _exp_vec_f64(x):
@@ -345,7 +402,7 @@ def _exp_vec_f64(x):
     p = p * r + 2 * 0.49999999999998346
     p = p * r + 2.0
     p = p * r + 2.0
-    return p * _bitcast_int_to_float(_bitcast_float_to_int(t) << np.int64(52))
+    return _product(p, _bitcast_int_to_float(_bitcast_float_to_int(t) << np.int64(52)))
 
 
 def _overload_by_precision(stub, for_float32, for_float64):
@@ -588,10 +645,16 @@ def _exp_sum_from(sloped):
             for c in range(start, min(stop, upcoming.size), line):
                 prefetch(upcoming, c)
             s = dt(0.0)
-            for c in range(start, stop):
-                e = exp_vec(x[c] - shift)
+            xc, oc = x[start:stop], out[start:stop]  # indexed from 0: see the module docstring
+            # Unchecked, within both slices: with bounds checking on
+            # (NUMBA_BOUNDSCHECK=1), the checks left the storing loop a scalar
+            # tail that the loop that only sums had not, and the two summed in
+            # different orders. (``out`` is a scratch row when storing.)
+            for c in range(min(xc.size, oc.size) if store else xc.size):
+                v = load_row(xc, c)
+                e = exp_vec(v - shift)
                 if store:
-                    out[c] = e * softcap_slope(x, c, inv_t) if sloped else e
+                    store_scratch(oc, c, e * tanh_slope(v, inv_t) if sloped else e)
                 s += e
             total += s
         return total
@@ -631,8 +694,9 @@ def row_exp_sum(x, out, store):
 
 @njit(inline="always")
 def _affine_range(dst, src, start, stop, a, b, c):
-    for k in range(start, stop):
-        dst[k] = (src[k] * a - b) - c
+    d, s = dst[start:stop], src[start:stop]  # indexed from 0: see the module docstring
+    for k in range(d.size):
+        d[k] = (s[k] * a - b) - c
 
 
 @njit(inline="always")
@@ -688,8 +752,9 @@ def row_sum(v):
     total = 0.0
     for start in range(0, v.size, SUM_CHUNK):
         partial = v.dtype.type(0.0)
-        for c in range(start, min(start + SUM_CHUNK, v.size)):
-            partial += v[c]
+        chunk = v[start : start + SUM_CHUNK]  # indexed from 0: see the module docstring
+        for c in range(chunk.size):
+            partial += chunk[c]
         total += partial
     return total
 
@@ -702,10 +767,10 @@ def row_fill(out, value):
 
 @njit(inline="always")
 def ordered_sum(values):
-    """Sum in index order, after the parallel loop: the same for any thread count."""
+    """Sum after the parallel loop, in one fixed order: the same for any thread count."""
     total = 0.0
-    for v in values:
-        total += v
+    for i in range(values.size):  # indexed: iterated, the loads became gathers
+        total += values[i]
     return total
 
 
@@ -808,14 +873,14 @@ def row_argmax(x, m):
     element-by-element search runs over one chunk only.
     """
     for start in range(0, x.size, SUM_CHUNK):
-        stop = min(start + SUM_CHUNK, x.size)
+        chunk = x[start : start + SUM_CHUNK]  # indexed from 0: see the module docstring
         hits = 0
-        for c in range(start, stop):
-            hits += (x[c] == m) | (x[c] != x[c])
+        for c in range(chunk.size):
+            hits += (chunk[c] == m) | (chunk[c] != chunk[c])
         if hits:
-            for c in range(start, stop):
-                if x[c] == m or x[c] != x[c]:
-                    return c
+            for c in range(chunk.size):
+                if chunk[c] == m or chunk[c] != chunk[c]:
+                    return start + c
     return 0
 
 
