@@ -53,6 +53,8 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 # Outputs from this size on are written with streaming stores: they would not
 # stay in cache anyway, and a plain store first reads the line from memory.
 STREAM_MIN_BYTES = 1 << 24
+# Bytes in a cache line: the unit of non-temporal stores and of prefetches.
+LINE_BYTES = 64
 
 
 def streams(X):
@@ -72,18 +74,24 @@ def cached_njit(fn, **options):
         return njit(**options)(fn)
 
 
+# Vectors at a time in loops that sum exps (see _Interleave).
+SUM_INTERLEAVE = 2 if binding.get_host_cpu_features().get("avx512f") else 1
+
+
 class _Interleave(event.Listener):
     """Sets LLVM's vector interleave count while a kernel of this module compiles.
 
     How many vectors a loop runs at a time trades instruction-level
     parallelism against register spills, and LLVM's cost model does not see
-    the exp's long chain of dependent multiply-adds. A loop that sums exps
-    runs fastest one vector at a time: it then fits the 16 vector registers
-    (25 instructions a vector; four at a time took 95 for four, 19 of them
-    stack moves). Kernels whose time goes to such sums (logsumexp,
-    log_softmax, cross-entropy) build with 1; those that compute and store
-    a value per element, with 4 (with 4 rather than 1, softmax took 35% less
-    time and the elementwise losses 17-24% less, in cache). The setting is
+    the exp's long chain of dependent multiply-adds. With AVX2, a loop that
+    sums exps runs fastest one vector at a time: it then fits the 16 vector
+    registers (25 instructions a vector; four at a time took 95 for four, 19
+    of them stack moves). With AVX-512's 32 registers, two at a time took
+    2-7% less time than one, and four more than two. Kernels whose time goes
+    to such sums (logsumexp, log_softmax, cross-entropy) build with
+    SUM_INTERLEAVE; those that compute and store a value per element, with 4
+    (with 4 rather than 1, softmax took 35% less time and the elementwise
+    losses 17-24% less, with AVX2, in cache). The setting is
     process-wide in LLVM, so it holds only while such a build compiles
     (under Numba's compiler lock), not for user code.
     """
@@ -220,9 +228,9 @@ def store_scratch(typingctx, arr, i, v):
 
 @intrinsic
 def _stream_vector(typingctx, dst, src, i, a, b, c):
-    """One 32-byte vector ``dst[i:i+k] = (src[i:i+k] * a - b) - c``, stored non-temporally.
+    """One cache line ``dst[i:i+k] = (src[i:i+k] * a - b) - c``, stored non-temporally.
 
-    ``&dst[i]`` must be 32-byte aligned. LLVM does not vectorise a loop of
+    ``&dst[i]`` must be aligned to a cache line (LINE_BYTES). LLVM does not vectorise a loop of
     non-temporal scalar stores whose alignment it cannot prove, so the vector
     is built here by hand. Numba gives its instructions the kernel's
     fast-math flags, as it does ``_affine_range``'s.
@@ -232,7 +240,7 @@ def _stream_vector(typingctx, dst, src, i, a, b, c):
         dst_t, src_t = sig.args[0], sig.args[1]
         elt = context.get_value_type(dst_t.dtype)
         size = context.get_abi_sizeof(elt)
-        vec = ir.VectorType(elt, 32 // size)
+        vec = ir.VectorType(elt, LINE_BYTES // size)
         src_ptr = builder.bitcast(_element_pointer(context, builder, src_t, args[1], args[2]), vec.as_pointer())
         dst_ptr = builder.bitcast(_element_pointer(context, builder, dst_t, args[0], args[2]), vec.as_pointer())
         undef = ir.Constant(vec, ir.Undefined)
@@ -244,7 +252,7 @@ def _stream_vector(typingctx, dst, src, i, a, b, c):
 
         v = builder.load(src_ptr, align=size)
         v = builder.fsub(builder.fsub(builder.fmul(v, splat(3)), splat(4)), splat(5))
-        store = builder.store(v, dst_ptr, align=32)
+        store = builder.store(v, dst_ptr, align=LINE_BYTES)
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
         return context.get_dummy_value()
 
@@ -318,7 +326,7 @@ def _bitcast_int_to_float(typingctx, i):
 # (which took a clamp of k and a test to flush underflows): 15 instructions
 # per vector instead of 18. With the sums run one vector at a time (see
 # _Interleave), logsumexp and cross_entropy ran 12-14% faster, the fused
-# gradient 6-9% (float32, 256 x 1000 in cache, one thread).
+# gradient 6-9% (AVX2, float32, 256 x 1000 in cache, one thread).
 
 
 @intrinsic
@@ -638,7 +646,7 @@ def _exp_sum_from(sloped):
         """
         dt = x.dtype.type
         inv_t = dt(inv_cap)
-        line = max(1, 64 // upcoming.itemsize)
+        line = max(1, LINE_BYTES // upcoming.itemsize)
         total = 0.0
         for start in range(0, x.size, SUM_CHUNK):
             stop = min(start + SUM_CHUNK, x.size)
@@ -700,26 +708,31 @@ def _affine_range(dst, src, start, stop, a, b, c):
 
 
 @njit(inline="always")
-def _stream_range(dst, src, start, stop, a, b, c):
-    """``_affine_range`` with 32-byte non-temporal vector stores between unaligned ends."""
+def _stream_range(dst, src, start, stop, a, b, c, upcoming):
+    """``_affine_range`` with non-temporal stores of whole cache lines between
+    unaligned ends, prefetching ``upcoming`` a line per line written."""
     size = dst.itemsize
-    width = 32 // size
-    head = min(start + (-(dst.ctypes.data + start * size) % 32) // size, stop)
+    width = LINE_BYTES // size
+    head = min(start + (-(dst.ctypes.data + start * size) % LINE_BYTES) // size, stop)
     body_end = head + (stop - head) // width * width
     _affine_range(dst, src, start, head, a, b, c)
     for k in range(head, body_end, width):
         _stream_vector(dst, src, k, a, b, c)
+        if k < upcoming.size:
+            prefetch(upcoming, k)
     _affine_range(dst, src, body_end, stop, a, b, c)
 
 
 @njit(inline="always")
-def write_row(dst, src, a, b, c, stream, cached_at):
+def write_row(dst, src, a, b, c, stream, cached_at, upcoming):
     """``dst = (src * a - b) - c``; ``dst`` may be ``src``.
 
     With ``stream``, through non-temporal stores (no read-for-ownership, no
     cache pollution), except the cache line holding element ``cached_at``
     (-1 for none): the caller updates that element next, and reading a line
-    just streamed out would wait for memory.
+    just streamed out would wait for memory. Streaming, the row ``upcoming``
+    (the next input row) is prefetched meanwhile, so that its reads from
+    memory overlap these writes.
     """
     dt = dst.dtype.type
     a, b, c = dt(a), dt(b), dt(c)
@@ -729,12 +742,12 @@ def write_row(dst, src, a, b, c, stream, cached_at):
         return
     lo, hi = 0, 0
     if cached_at >= 0:
-        per_line = 64 // dst.itemsize
+        per_line = LINE_BYTES // dst.itemsize
         lo = max(0, cached_at - (dst.ctypes.data // dst.itemsize + cached_at) % per_line)
         hi = min(lo + per_line, n)
-    _stream_range(dst, src, 0, lo, a, b, c)
+    _stream_range(dst, src, 0, lo, a, b, c, upcoming)
     _affine_range(dst, src, lo, hi, a, b, c)
-    _stream_range(dst, src, hi, n, a, b, c)
+    _stream_range(dst, src, hi, n, a, b, c, upcoming)
 
 
 @njit(inline="always")
@@ -810,7 +823,7 @@ def set_row(loss, G, n, with_grad, value):
 # logsumexp returns the max, log_softmax returns x - max, softmax returns NaN.
 
 
-@kernel(interleave=1)
+@kernel(interleave=SUM_INTERLEAVE)
 def logsumexp_rows(X, out):
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
@@ -821,7 +834,7 @@ def logsumexp_rows(X, out):
             out[n] = shift + math.log(d) if np.isfinite(shift) else shift
 
 
-@kernel(interleave=1)
+@kernel(interleave=SUM_INTERLEAVE)
 def log_softmax_rows(X, out, stream):
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
@@ -831,7 +844,8 @@ def log_softmax_rows(X, out, stream):
             x = X[n]
             d, shift = row_exp_sum(x, x, False)
             log_d = math.log(d) if np.isfinite(shift) else 0.0
-            write_row(out[n], x, 1.0, shift, log_d, stream, -1)
+            # no prefetch: of the next row, it took 8-14% more time here (4096 x 32000)
+            write_row(out[n], x, 1.0, shift, log_d, stream, -1, x[:0])
         store_fence()
 
 
@@ -845,7 +859,7 @@ def softmax_rows(X, out, stream):
         for n in range(first, stop):
             d, shift = row_exp_sum(X[n], scratch, True)
             if np.isfinite(shift):
-                write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, stream, -1)
+                write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, stream, -1, next_row(X, n))
             else:
                 row_fill(out[n], np.nan)
         store_fence()
@@ -913,7 +927,7 @@ def soft_target_terms(x, t, w, shift, keep, spread):
     return tw_sum, gap
 
 
-@kernel(interleave=1)
+@kernel(interleave=SUM_INTERLEAVE)
 def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, with_grad, G, stream, loss, z_loss, lse, argmax):
     """Cross-entropy per row: class indices ``y``, or probabilities ``T`` when it has rows.
 
@@ -997,7 +1011,7 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
             a = dt((k * tw_sum + scale * 2.0 * z * r * row_lse) / d)
             g = G[n]
             if sloped or (not soft and cap == 0.0 and not (weighted and eps > 0.0)):
-                write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label)
+                write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label, next_row(X, n))
                 fix = dt(k * (1.0 - eps) * w_y)
                 g[label] -= fix * softcap_slope(xs, label, dt(1.0 / cap)) if sloped else fix
                 continue
@@ -1014,7 +1028,7 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
                 inv_t = dt(1.0 / cap)
                 for c in range(C):
                     scratch[c] *= softcap_slope(capped, c, inv_t)
-            write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1)
+            write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1, next_row(X, n))
         store_fence()
     return ordered_sum(loss)
 
@@ -1207,7 +1221,7 @@ def sigmoid_focal_rows(X, T, a_pos, a_neg, gamma, scale, with_grad, G, L, row_lo
 # p_y -> 1. With g = 0 this is cross-entropy, computed the same way.
 
 
-@kernel(interleave=1)  # as ce_rows: the same row sums, so gamma = 0 gives its bits
+@kernel(interleave=SUM_INTERLEAVE)  # as ce_rows: the same row sums, so gamma = 0 gives its bits
 def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream, loss):
     """Softmax focal loss with class-index targets; loss[n] is the weighted row loss.
 
@@ -1240,7 +1254,7 @@ def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream
             if with_grad:
                 p_y = math.exp(-nll)
                 k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
-                write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label)
+                write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label, next_row(X, n))
                 G[n, label] -= dt(scale * w_y * k)
         store_fence()
     return ordered_sum(loss)
