@@ -230,9 +230,9 @@ def store_scratch(typingctx, arr, i, v):
 def _stream_vector(typingctx, dst, src, i, a, b, c):
     """One cache line ``dst[i:i+k] = (src[i:i+k] * a - b) - c``, stored non-temporally.
 
-    ``&dst[i]`` must be aligned to a cache line (LINE_BYTES). LLVM does not vectorise a loop of
-    non-temporal scalar stores whose alignment it cannot prove, so the vector
-    is built here by hand. Numba gives its instructions the kernel's
+    ``&dst[i]`` must be aligned to a cache line (LINE_BYTES). LLVM does not
+    vectorise a loop of non-temporal scalar stores whose alignment it cannot
+    prove, so the vector is built here by hand. Numba gives its instructions the kernel's
     fast-math flags, as it does ``_affine_range``'s.
     """
 
@@ -907,9 +907,9 @@ def _softcap_row(x, cap, out):
 
 
 # Compiled on its own, four vectors at a time, not inlined into ce_rows: there,
-# at ce_rows's interleave of 1, the loop had more constants than vector
-# registers and re-broadcast them for every vector, and softcapped
-# cross-entropy ran 15% slower (float32, in cache) than with this build.
+# at ce_rows's interleave (1 with AVX2), the loop had more constants than
+# vector registers and re-broadcast them for every vector, and softcapped
+# cross-entropy ran 15% slower (AVX2, float32, in cache) than with this build.
 softcap_row = cached_njit(_softcap_row, **KERNEL_OPTIONS)
 _interleave.counts[id(softcap_row)] = 4
 
