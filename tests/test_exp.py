@@ -1,5 +1,8 @@
 """The kernels' vectorisable elementary functions (``nbce._cpu.exp_vec``,
-``log1p_unit``, ``log_unit_interval``) against NumPy in float64."""
+``log1p_unit``, ``log_unit_interval``) against NumPy in float64, and the code
+of the compiled cross-entropy kernel."""
+
+import json
 
 import numba
 import numpy as np
@@ -101,12 +104,16 @@ def test_keeps_precision(dtype):
     assert signature.return_type == numba.from_dtype(dtype)
 
 
-def test_float32_kernel_vectorises_exp_in_float32(tmp_path):
+@pytest.fixture(scope="module")
+def ce_rows_builds(tmp_path_factory):
+    """For each compiled build of ``ce_rows`` (float32): its name and what its
+    code shows, compiled once for the tests below."""
     # A fresh cache directory: code loaded from the cache cannot be inspected.
     # Bounds checks (NUMBA_BOUNDSCHECK=1 runs of this suite) would block the
     # vectorisation, so this inspects the build that users run. A small and a
     # large input, to compile every build a kernel may have.
     code = KERNEL_DISPATCHERS + """
+import json
 import warnings
 
 import numpy as np
@@ -119,16 +126,35 @@ for n_rows in (2, 256):
 for dispatcher in kernel_dispatchers("ce_rows"):
     for signature in dispatcher.signatures:
         asm = dispatcher.inspect_asm(signature)
-        # the exp's scale 2**(k - 1): shifted into float32's exponent field,
-        # eight or sixteen lanes at a time (AVX2, AVX-512), not into float64's;
-        # and rows read with plain vector loads: a negative-index wraparound
-        # left in the loop becomes gathers and scatters on AVX-512
-        lanes = "vpslld\t$23, %ymm" in asm or "vpslld\t$23, %zmm" in asm
-        print(lanes, "vpsllq\t$52" in asm, "gather" in asm or "scatter" in asm)
+        print(json.dumps({
+            "name": dispatcher.py_func.__name__,
+            # the exp's scale 2**(k - 1), shifted into float32's exponent field
+            # eight or sixteen lanes at a time (AVX2, AVX-512), or into float64's
+            "float32_lanes": "vpslld\t$23, %ymm" in asm or "vpslld\t$23, %zmm" in asm,
+            "float64_shift": "vpsllq\t$52" in asm,
+            # a negative-index wraparound left in a loop becomes gathers and
+            # scatters on AVX-512
+            "gathers": "gather" in asm or "scatter" in asm,
+            "increfs": dispatcher.inspect_llvm(signature).count("call void @NRT_incref("),
+        }))
 """
-    lines = run_python(code, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_BOUNDSCHECK="0").splitlines()
-    assert lines
-    assert all(line.split() == ["True", "False", "False"] for line in lines)
+    out = run_python(code, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), NUMBA_BOUNDSCHECK="0")
+    builds = [json.loads(line) for line in out.splitlines()]
+    assert sorted(b["name"] for b in builds) == ["ce_rows", "ce_rows_serial"]
+    return builds
+
+
+def test_float32_kernel_vectorises_exp_in_float32(ce_rows_builds):
+    for build in ce_rows_builds:
+        assert build["float32_lanes"] and not build["float64_shift"] and not build["gathers"], build
+
+
+def test_serial_kernel_takes_no_references_in_its_rows(ce_rows_builds):
+    # Views of its arrays (borrowed) take no reference: no atomic increment
+    # per row. (The threaded build's loop body, compiled apart by the parfor,
+    # takes them again: see nbce._cpu.borrow.)
+    (serial,) = [b for b in ce_rows_builds if b["name"] == "ce_rows_serial"]
+    assert serial["increfs"] == 0
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2.5e-7), (np.float64, 1e-15)])
