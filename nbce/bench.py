@@ -30,12 +30,20 @@ SMALL_SHAPES = SHAPES[:2]
 DTYPES = ["float32", "float64"]
 
 
-def _stream_copy(X, out):
-    """Roofline of a full-size result: read X once, write out once."""
+def _stream_copy(X, out, stream):
+    """Roofline of a full-size result: read X once, write out once, stored as
+    the kernels store into it (``stream``: non-temporal stores, see
+    ``_cpu.streams``).
+
+    Into an existing array, plain stores first read each line of ``out``
+    from memory: at 4096 x 32000 and 1024 x 128256 float32 the copy then took
+    1.3-1.4 times as long. Into a new array, they took 0.85-0.92 times as
+    long as non-temporal stores.
+    """
     for n in numba.prange(X.shape[0]):
-        x, o = X[n], out[n]
-        for c in range(x.size):
-            o[c] = x[c]
+        x = X[n]
+        _cpu.write_row(out[n], x, 1.0, 0.0, 0.0, stream, -1, x[:0])
+        _cpu.store_fence()
 
 
 def _stream_read(X, out):
@@ -91,9 +99,9 @@ class Case:
         if impl == "roofline":
             x = data["x"]
             if self.roofline == "copy":
-                return lambda: stream_copy(x, data["out"])
+                return lambda: stream_copy(x, data["out"], _cpu.streams(x, True))
             if self.roofline == "copy-new":
-                return lambda: stream_copy(x, np.empty_like(x))
+                return lambda: stream_copy(x, np.empty_like(x), False)
             row_out = np.empty(x.shape[0], x.dtype)
             return lambda: stream_read(x, row_out)
         call = self._calls[impl]
@@ -408,6 +416,9 @@ def markdown(report):
         "preallocated array for `cross_entropy_with_grad` (which writes the gradient",
         "into a preallocated `out=`); a streaming copy into a newly allocated array",
         "(`copy-new`) for `log_softmax` and `softmax`, which allocate their result.",
+        "The copies store as nbce does: into a preallocated array of 16 MB or more,",
+        "with non-temporal stores, which skip reading it from memory first; into a",
+        "new array, with plain stores, which find its freshly zeroed pages in cache.",
         "All implementations of one case run interleaved, round after round, and the",
         "best time of each is kept, so ratios are taken under the same machine load;",
         "a short call first runs untimed for 5 ms, so that the spinning thread pool of",

@@ -244,7 +244,7 @@ def _cross_entropy(
     w_sum = float(n_classes) if weight is None else float(w.sum(dtype=np.float64))
     total = _cpu.ce_rows(
         rows.rows, labels, soft, w, weight is not None, w_sum, sw, ignore, eps, cap, z, scale,
-        with_grad, grad_rows, _cpu.streams(grad_rows), row_loss, row_z_loss, lse, argmax,
+        with_grad, grad_rows, _cpu.streams(grad_rows, grad_out is not None), row_loss, row_z_loss, lse, argmax,
     )  # fmt: skip
 
     results = [check.reduce_losses(rows.restore_batch(row_loss), total, reduction, denominator, x.dtype)]

@@ -108,5 +108,5 @@ def _map_rows(kernel, x, axis):
     x, dtype = logits_array(x, "x")
     rows = Rows(x, axis)
     out = np.empty_like(rows.rows)
-    kernel(rows.rows, out, _cpu.streams(out))
+    kernel(rows.rows, out)
     return rows.restore(out).astype(dtype, copy=False)
