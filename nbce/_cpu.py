@@ -24,10 +24,11 @@ Why the kernels look the way they do:
   costly part) and the hardware prefetcher keeps the reads ahead of the
   arithmetic. Large outputs the caller gave (``out=``) are written with
   non-temporal (streaming) stores, which skip the read-for-ownership a plain
-  store costs. Intermediate values
-  live in a per-block scratch row that stays in cache.
-* Kernels :func:`borrow` their arrays: every view of an array (a row, a
-  slice) would otherwise take a reference on its memory and drop it, an
+  store costs. Intermediate values live in a per-block scratch row that
+  stays in cache.
+* The kernels hand their blocks of rows to a function of their own, which
+  works on borrowed arrays (:func:`borrow`): every view of an array (a row,
+  a slice) would otherwise take a reference on its memory and drop it, an
   atomic operation, several times a row.
 * Each row is reduced by one thread in a fixed order, so results do not depend
   on the number of threads; sums across rows run after the parallel loop, in
@@ -201,15 +202,17 @@ def prefetch(typingctx, arr, i):
 
 # Every array view Numba makes (``X[n]``, a slice, an array passed to an
 # inlined function) takes a reference on the array's memory and drops it
-# after, each an atomic operation behind a call. Numba's pruning pass
-# leaves them in the row loops (34 increments in the serial ce_rows). Views
-# of a borrowed array take none: serial, 3200 x 10 float32, the fused
-# gradient then took 24% less time, 3200 x 1 46% less; rows of 1000 classes
-# 0-3%. The threaded build's parfor hands the arrays to its loop body, a
-# function of its own, as arguments, and there the references come back: at
-# 65536 x 10 on one thread it kept its time (75 ns a row; serial, 59). The
-# arrays a kernel is called with outlive the call; a kernel keeps each array
-# it allocates alive with keep_alive after its last borrowed use.
+# after, each an atomic operation behind a call. Numba's pruning pass leaves
+# them in the row loops (34 increments in the serial ce_rows). Views of a
+# borrowed array take none. So the kernels hand every block of rows to a
+# function of their own (``_ce_block``...) with the arrays borrowed there, in
+# the ``prange`` body: the threaded build compiles that body apart and passes
+# it the arrays as arguments, whose views would take references again.
+# Serial, 3200 x 10 float32, the fused gradient took 24% less time, 3200 x 1
+# 46% less, rows of 1000 classes 0-3%; threaded at 65536 x 10, one thread,
+# 17% less. The arrays a kernel is called with outlive the call; a block
+# keeps each array it allocates alive with keep_alive after its last
+# borrowed use.
 
 
 @intrinsic
@@ -876,7 +879,8 @@ def set_row(loss, G, n, with_grad, value):
 
 @kernel(interleave=SUM_INTERLEAVE)
 def logsumexp_rows(X, out):
-    X, out = borrow((X, out))
+    # The one kernel that does not borrow its arrays (see borrow): borrowed, it
+    # took 3.5-5.5% more time than this form (3200 x 10 and 131072 x 21 float32).
     N, C = X.shape
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
@@ -888,34 +892,42 @@ def logsumexp_rows(X, out):
 
 @kernel(interleave=SUM_INTERLEAVE)
 def log_softmax_rows(X, out):
-    X, out = borrow((X, out))
-    N, C = X.shape
-    n_blocks, per_block = row_blocks(N, C)
+    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
     for blk in prange(n_blocks):
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            x = X[n]
-            d, shift = row_exp_sum(x, x, False)
-            log_d = math.log(d) if np.isfinite(shift) else 0.0
-            write_row(out[n], x, 1.0, shift, log_d, False, -1, x[:0])  # out is new: see streams
+        _log_softmax_block(borrow((X, out)), blk, per_block)
+
+
+@njit(inline="always")
+def _log_softmax_block(arrays, blk, per_block):
+    X, out = arrays
+    first, stop = block_rows(blk, per_block, X.shape[0])
+    for n in range(first, stop):
+        x = X[n]
+        d, shift = row_exp_sum(x, x, False)
+        log_d = math.log(d) if np.isfinite(shift) else 0.0
+        write_row(out[n], x, 1.0, shift, log_d, False, -1, x[:0])  # out is new: see streams
 
 
 @kernel(interleave=4)
 def softmax_rows(X, out):
-    X, out = borrow((X, out))
-    N, C = X.shape
-    n_blocks, per_block = row_blocks(N, C)
+    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
     for blk in prange(n_blocks):
-        owned = np.empty(C, X.dtype)
-        scratch = borrow(owned)
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            d, shift = row_exp_sum(X[n], scratch, True)
-            if np.isfinite(shift):
-                write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, False, -1, X[n][:0])  # out is new: see streams
-            else:
-                row_fill(out[n], np.nan)
-        keep_alive(owned)
+        _softmax_block(borrow((X, out)), blk, per_block)
+
+
+@njit(inline="always")
+def _softmax_block(arrays, blk, per_block):
+    X, out = arrays
+    owned = np.empty(X.shape[1], X.dtype)
+    scratch = borrow(owned)
+    first, stop = block_rows(blk, per_block, X.shape[0])
+    for n in range(first, stop):
+        d, shift = row_exp_sum(X[n], scratch, True)
+        if np.isfinite(shift):
+            write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, False, -1, X[n][:0])  # out is new: see streams
+        else:
+            row_fill(out[n], np.nan)
+    keep_alive(owned)
 
 
 # --- cross-entropy ---------------------------------------------------------------
@@ -990,102 +1002,108 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
     log-sum-exp (of the softcapped logits) and predicted class (of the raw
     logits). Returns the sum of ``loss``.
     """
-    X, y, T, w, sw, G, loss, z_loss, lse, argmax = borrow((X, y, T, w, sw, G, loss, z_loss, lse, argmax))
+    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
+    for blk in prange(n_blocks):
+        arrays = borrow((X, y, T, w, sw, G, loss, z_loss, lse, argmax))
+        _ce_block(arrays, weighted, w_sum, ignore_index, eps, cap, z, scale, with_grad, stream, blk, per_block)
+    return ordered_sum(loss)
+
+
+@njit(inline="always")
+def _ce_block(arrays, weighted, w_sum, ignore_index, eps, cap, z, scale, with_grad, stream, blk, per_block):
+    X, y, T, w, sw, G, loss, z_loss, lse, argmax = arrays
     N, C = X.shape
     dt = X.dtype.type
     soft = T.shape[0] > 0
     keep = dt(1.0 - eps)
     spread = dt(eps / C) if C else dt(0.0)
-    n_blocks, per_block = row_blocks(N, C)
-    for blk in prange(n_blocks):
-        owned = (np.empty(C if with_grad else 0, X.dtype), np.empty(C if cap > 0.0 else 0, X.dtype))
-        scratch, capped = borrow(owned)
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            x = X[n]
-            label = -1 if soft else y[n]
-            ignored = label == ignore_index and not soft
-            if z_loss.size:
-                z_loss[n] = 0.0
-            if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
-                set_row(loss, G, n, with_grad, 0.0)
-                continue
-            store = with_grad and not ignored
-            if cap > 0.0:
-                # the capped row stays in cache: its exps then overlap the
-                # next row's reads
-                softcap_row(x, cap, capped)
-                xs, upcoming = capped, next_row(X, n)
-            else:
-                xs, upcoming = x, x[:0]
-            # With a softcap and only the target's term to subtract, the exps are
-            # stored times the softcap's slope, and the gradient is then written
-            # in one pass. (A constant store flag there, as in the elementwise
-            # kernels: a store under a runtime condition can keep a loop scalar.)
-            sloped = cap > 0.0 and store and not soft and eps == 0.0
-            if sloped:
-                d, shift = row_exp_sum_from_sloped(xs, scratch, True, head_max(xs), upcoming, 1.0 / cap)
-            else:
-                d, shift = row_exp_sum_from(xs, scratch, store, head_max(xs), upcoming, 0.0)
-            if argmax.size:  # of the raw logits
-                argmax[n] = row_argmax(x, row_max(x))
-            if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
-                if lse.size:
-                    lse[n] = shift
-                set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
-                continue
-            log_d = math.log(d)
-            row_lse = shift + log_d
+    owned = (np.empty(C if with_grad else 0, X.dtype), np.empty(C if cap > 0.0 else 0, X.dtype))
+    scratch, capped = borrow(owned)
+    first, stop = block_rows(blk, per_block, N)
+    for n in range(first, stop):
+        x = X[n]
+        label = -1 if soft else y[n]
+        ignored = label == ignore_index and not soft
+        if z_loss.size:
+            z_loss[n] = 0.0
+        if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
+            set_row(loss, G, n, with_grad, 0.0)
+            continue
+        store = with_grad and not ignored
+        if cap > 0.0:
+            # the capped row stays in cache: its exps then overlap the
+            # next row's reads
+            softcap_row(x, cap, capped)
+            xs, upcoming = capped, next_row(X, n)
+        else:
+            xs, upcoming = x, x[:0]
+        # With a softcap and only the target's term to subtract, the exps are
+        # stored times the softcap's slope, and the gradient is then written
+        # in one pass. (A constant store flag there, as in the elementwise
+        # kernels: a store under a runtime condition can keep a loop scalar.)
+        sloped = cap > 0.0 and store and not soft and eps == 0.0
+        if sloped:
+            d, shift = row_exp_sum_from_sloped(xs, scratch, True, head_max(xs), upcoming, 1.0 / cap)
+        else:
+            d, shift = row_exp_sum_from(xs, scratch, store, head_max(xs), upcoming, 0.0)
+        if argmax.size:  # of the raw logits
+            argmax[n] = row_argmax(x, row_max(x))
+        if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
             if lse.size:
-                lse[n] = row_lse
-            if ignored:
-                set_row(loss, G, n, with_grad, 0.0)
-                continue
-            s = sw[n] if sw.size else 1.0
-            w_y = 0.0
-            if soft:
-                tw_sum, gap = soft_target_terms(xs, T[n], w, shift, keep, spread)
-                ce = log_d * tw_sum + gap
-                r = s
-            else:
-                w_y = float(w[label])
-                gap = row_weighted_gap(xs, shift, w) if eps > 0.0 else 0.0
-                tw_sum = (1.0 - eps) * w_y + (eps / C) * w_sum
-                ce = (1.0 - eps) * w_y * (log_d + float(shift - xs[label])) + (eps / C) * (log_d * w_sum + gap)
-                r = s * w_y
-            # With C = 1, p = 1 and the cross-entropy part is exactly zero, which
-            # the general formula misses by rounding: drop it (the z-loss stays).
-            k = 0.0 if C == 1 else scale * s
-            zl = z * r * row_lse * row_lse
-            loss[n] = (0.0 if C == 1 else s * ce) + zl
-            if z_loss.size:
-                z_loss[n] = zl
-            if not with_grad:
-                continue
-            a = dt((k * tw_sum + scale * 2.0 * z * r * row_lse) / d)
-            g = G[n]
-            if sloped or (not soft and cap == 0.0 and not (weighted and eps > 0.0)):
-                write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label, next_row(X, n))
-                fix = dt(k * (1.0 - eps) * w_y)
-                g[label] -= fix * softcap_slope(xs, label, dt(1.0 / cap)) if sloped else fix
-                continue
-            if soft:
-                t, kt = T[n], dt(k)
-                for c in range(C):
-                    scratch[c] = scratch[c] * a - kt * (w[c] * (keep * t[c] + spread))
-            else:
-                b = dt(k * eps / C)
-                for c in range(C):
-                    scratch[c] = scratch[c] * a - b * w[c]
-                scratch[label] -= dt(k * (1.0 - eps) * w_y)
-            if cap > 0.0:
-                inv_t = dt(1.0 / cap)
-                for c in range(C):
-                    scratch[c] *= softcap_slope(capped, c, inv_t)
-            write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1, next_row(X, n))
-        store_fence()
-        keep_alive(owned)
-    return ordered_sum(loss)
+                lse[n] = shift
+            set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
+            continue
+        log_d = math.log(d)
+        row_lse = shift + log_d
+        if lse.size:
+            lse[n] = row_lse
+        if ignored:
+            set_row(loss, G, n, with_grad, 0.0)
+            continue
+        s = sw[n] if sw.size else 1.0
+        w_y = 0.0
+        if soft:
+            tw_sum, gap = soft_target_terms(xs, T[n], w, shift, keep, spread)
+            ce = log_d * tw_sum + gap
+            r = s
+        else:
+            w_y = float(w[label])
+            gap = row_weighted_gap(xs, shift, w) if eps > 0.0 else 0.0
+            tw_sum = (1.0 - eps) * w_y + (eps / C) * w_sum
+            ce = (1.0 - eps) * w_y * (log_d + float(shift - xs[label])) + (eps / C) * (log_d * w_sum + gap)
+            r = s * w_y
+        # With C = 1, p = 1 and the cross-entropy part is exactly zero, which
+        # the general formula misses by rounding: drop it (the z-loss stays).
+        k = 0.0 if C == 1 else scale * s
+        zl = z * r * row_lse * row_lse
+        loss[n] = (0.0 if C == 1 else s * ce) + zl
+        if z_loss.size:
+            z_loss[n] = zl
+        if not with_grad:
+            continue
+        a = dt((k * tw_sum + scale * 2.0 * z * r * row_lse) / d)
+        g = G[n]
+        if sloped or (not soft and cap == 0.0 and not (weighted and eps > 0.0)):
+            write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label, next_row(X, n))
+            fix = dt(k * (1.0 - eps) * w_y)
+            g[label] -= fix * softcap_slope(xs, label, dt(1.0 / cap)) if sloped else fix
+            continue
+        if soft:
+            t, kt = T[n], dt(k)
+            for c in range(C):
+                scratch[c] = scratch[c] * a - kt * (w[c] * (keep * t[c] + spread))
+        else:
+            b = dt(k * eps / C)
+            for c in range(C):
+                scratch[c] = scratch[c] * a - b * w[c]
+            scratch[label] -= dt(k * (1.0 - eps) * w_y)
+        if cap > 0.0:
+            inv_t = dt(1.0 / cap)
+            for c in range(C):
+                scratch[c] *= softcap_slope(capped, c, inv_t)
+        write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1, next_row(X, n))
+    store_fence()
+    keep_alive(owned)
 
 
 # --- elementwise losses ----------------------------------------------------------
@@ -1126,24 +1144,28 @@ def bce_logits_rows(X, T, W, PW, scale, with_grad, G, L, row_loss):
 
     ``W`` and ``PW`` hold either one row (shared by every row) or one per row.
     """
-    X, T, W, PW, G, L, row_loss = borrow((X, T, W, PW, G, L, row_loss))
-    N, C = X.shape
-    s = X.dtype.type(scale)
-    n_blocks, per_block = row_blocks(N, C)
+    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
     for blk in prange(n_blocks):
-        owned = np.empty(0 if L.size else C, X.dtype)
-        scratch = borrow(owned)
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            out = L[n] if L.size else scratch
-            w, pw = row_or_shared(W, n), row_or_shared(PW, n)
-            if with_grad:  # constant flags at each call: see ELEMENTWISE
-                _bce_logits_row(X[n], T[n], w, pw, out, G[n], s, True)
-            else:
-                _bce_logits_row(X[n], T[n], w, pw, out, out, s, False)
-            row_loss[n] = row_sum(out)
-        keep_alive(owned)
+        _bce_logits_block(borrow((X, T, W, PW, G, L, row_loss)), scale, with_grad, blk, per_block)
     return ordered_sum(row_loss)
+
+
+@njit(inline="always")
+def _bce_logits_block(arrays, scale, with_grad, blk, per_block):
+    X, T, W, PW, G, L, row_loss = arrays
+    s = X.dtype.type(scale)
+    owned = np.empty(0 if L.size else X.shape[1], X.dtype)
+    scratch = borrow(owned)
+    first, stop = block_rows(blk, per_block, X.shape[0])
+    for n in range(first, stop):
+        out = L[n] if L.size else scratch
+        w, pw = row_or_shared(W, n), row_or_shared(PW, n)
+        if with_grad:  # constant flags at each call: see ELEMENTWISE
+            _bce_logits_row(X[n], T[n], w, pw, out, G[n], s, True)
+        else:
+            _bce_logits_row(X[n], T[n], w, pw, out, out, s, False)
+        row_loss[n] = row_sum(out)
+    keep_alive(owned)
 
 
 # --- losses on probabilities -----------------------------------------------------
@@ -1181,25 +1203,29 @@ def bce_probs_rows(P, T, W, eps, scale, with_grad, G, L, row_loss):
 
     ``W`` holds either one row (shared by every row) or one per row.
     """
-    P, T, W, G, L, row_loss = borrow((P, T, W, G, L, row_loss))
-    N, C = P.shape
+    n_blocks, per_block = row_blocks(P.shape[0], P.shape[1])
+    for blk in prange(n_blocks):
+        _bce_probs_block(borrow((P, T, W, G, L, row_loss)), eps, scale, with_grad, blk, per_block)
+    return ordered_sum(row_loss)
+
+
+@njit(inline="always")
+def _bce_probs_block(arrays, eps, scale, with_grad, blk, per_block):
+    P, T, W, G, L, row_loss = arrays
     dt = P.dtype.type
     eps, s = dt(eps), dt(scale)
-    n_blocks, per_block = row_blocks(N, C)
-    for blk in prange(n_blocks):
-        owned = np.empty(0 if L.size else C, P.dtype)
-        scratch = borrow(owned)
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            out = L[n] if L.size else scratch
-            w = row_or_shared(W, n)
-            if with_grad:  # constant flags at each call: see ELEMENTWISE
-                _bce_probs_row(P[n], T[n], w, out, G[n], eps, s, True)
-            else:
-                _bce_probs_row(P[n], T[n], w, out, out, eps, s, False)
-            row_loss[n] = row_sum(out)
-        keep_alive(owned)
-    return ordered_sum(row_loss)
+    owned = np.empty(0 if L.size else P.shape[1], P.dtype)
+    scratch = borrow(owned)
+    first, stop = block_rows(blk, per_block, P.shape[0])
+    for n in range(first, stop):
+        out = L[n] if L.size else scratch
+        w = row_or_shared(W, n)
+        if with_grad:  # constant flags at each call: see ELEMENTWISE
+            _bce_probs_row(P[n], T[n], w, out, G[n], eps, s, True)
+        else:
+            _bce_probs_row(P[n], T[n], w, out, out, eps, s, False)
+        row_loss[n] = row_sum(out)
+    keep_alive(owned)
 
 
 # --- focal losses ------------------------------------------------------------------
@@ -1250,29 +1276,33 @@ def _sigmoid_focal_row(x, t, out, grad, a0, a1, g, s, with_grad, square):
 def sigmoid_focal_rows(X, T, a_pos, a_neg, gamma, scale, with_grad, G, L, row_loss):
     """Sigmoid focal loss per element (targets in [0, 1]) into ``L`` (unless
     it is empty), its row sums into ``row_loss``; returns the sum of ``row_loss``."""
-    X, T, G, L, row_loss = borrow((X, T, G, L, row_loss))
-    N, C = X.shape
+    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
+    for blk in prange(n_blocks):
+        _sigmoid_focal_block(borrow((X, T, G, L, row_loss)), a_pos, a_neg, gamma, scale, with_grad, blk, per_block)
+    return ordered_sum(row_loss)
+
+
+@njit(inline="always")
+def _sigmoid_focal_block(arrays, a_pos, a_neg, gamma, scale, with_grad, blk, per_block):
+    X, T, G, L, row_loss = arrays
     dt = X.dtype.type
     a0, a1, g, s = dt(a_neg), dt(a_pos - a_neg), dt(gamma), dt(scale)
-    n_blocks, per_block = row_blocks(N, C)
-    for blk in prange(n_blocks):
-        owned = np.empty(0 if L.size else C, X.dtype)
-        scratch = borrow(owned)
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            x, t, out = X[n], T[n], L[n] if L.size else scratch
-            # constant flags at each call: see ELEMENTWISE
-            if with_grad and gamma == 2.0:
-                _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, True)
-            elif with_grad:
-                _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, False)
-            elif gamma == 2.0:
-                _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, True)
-            else:
-                _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, False)
-            row_loss[n] = row_sum(out)
-        keep_alive(owned)
-    return ordered_sum(row_loss)
+    owned = np.empty(0 if L.size else X.shape[1], X.dtype)
+    scratch = borrow(owned)
+    first, stop = block_rows(blk, per_block, X.shape[0])
+    for n in range(first, stop):
+        x, t, out = X[n], T[n], L[n] if L.size else scratch
+        # constant flags at each call: see ELEMENTWISE
+        if with_grad and gamma == 2.0:
+            _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, True)
+        elif with_grad:
+            _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, False)
+        elif gamma == 2.0:
+            _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, True)
+        else:
+            _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, False)
+        row_loss[n] = row_sum(out)
+    keep_alive(owned)
 
 
 # Softmax focal loss per row with a class-index target y, w = weight[y],
@@ -1291,37 +1321,43 @@ def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream
 
     Returns the sum of ``loss``.
     """
-    X, y, w, G, loss = borrow((X, y, w, G, loss))
+    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
+    for blk in prange(n_blocks):
+        _softmax_focal_block(borrow((X, y, w, G, loss)), ignore_index, gamma, scale, with_grad, stream, blk, per_block)
+    return ordered_sum(loss)
+
+
+@njit(inline="always")
+def _softmax_focal_block(arrays, ignore_index, gamma, scale, with_grad, stream, blk, per_block):
+    X, y, w, G, loss = arrays
     N, C = X.shape
     dt = X.dtype.type
-    n_blocks, per_block = row_blocks(N, C)
-    for blk in prange(n_blocks):
-        owned = np.empty(C if with_grad else 0, X.dtype)
-        scratch = borrow(owned)
-        first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            x = X[n]
-            label = y[n]
-            if label == ignore_index:
-                set_row(loss, G, n, with_grad, 0.0)
-                continue
-            d, shift = row_exp_sum(x, scratch, with_grad)
-            if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
-                set_row(loss, G, n, with_grad, np.nan)
-                continue
-            if C == 1:  # p_y = 1
-                set_row(loss, G, n, with_grad, 0.0)
-                continue
-            w_y = float(w[label])
-            nll = math.log(d) + float(shift - x[label])
-            q = -math.expm1(-nll)
-            q_g = q**gamma
-            loss[n] = w_y * q_g * nll
-            if with_grad:
-                p_y = math.exp(-nll)
-                k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
-                write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label, next_row(X, n))
-                G[n, label] -= dt(scale * w_y * k)
-        store_fence()
-        keep_alive(owned)
-    return ordered_sum(loss)
+    owned = np.empty(C if with_grad else 0, X.dtype)
+    scratch = borrow(owned)
+    first, stop = block_rows(blk, per_block, N)
+    for n in range(first, stop):
+        x = X[n]
+        label = y[n]
+        if label == ignore_index:
+            set_row(loss, G, n, with_grad, 0.0)
+            continue
+        d, shift = row_exp_sum(x, scratch, with_grad)
+        if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
+            set_row(loss, G, n, with_grad, np.nan)
+            continue
+        if C == 1:  # p_y = 1
+            set_row(loss, G, n, with_grad, 0.0)
+            continue
+        w_y = float(w[label])
+        nll = math.log(d) + float(shift - x[label])
+        q = -math.expm1(-nll)
+        q_g = q**gamma
+        loss[n] = w_y * q_g * nll
+        if with_grad:
+            p_y = math.exp(-nll)
+            k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
+            write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label, next_row(X, n))
+            G[n, label] -= dt(scale * w_y * k)
+    store_fence()
+    keep_alive(owned)
+

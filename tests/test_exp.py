@@ -149,12 +149,12 @@ def test_float32_kernel_vectorises_exp_in_float32(ce_rows_builds):
         assert build["float32_lanes"] and not build["float64_shift"] and not build["gathers"], build
 
 
-def test_serial_kernel_takes_no_references_in_its_rows(ce_rows_builds):
-    # Views of its arrays (borrowed) take no reference: no atomic increment
-    # per row. (The threaded build's loop body, compiled apart by the parfor,
-    # takes them again: see nbce._cpu.borrow.)
+def test_kernel_takes_no_references_in_its_rows(ce_rows_builds):
+    # Each block of rows borrows the 10 arrays ce_rows is called with: one
+    # reference each, none per row (without borrowing, 34). The serial build
+    # shows its rows' code; the threaded build's is compiled apart by the parfor.
     (serial,) = [b for b in ce_rows_builds if b["name"] == "ce_rows_serial"]
-    assert serial["increfs"] == 0
+    assert serial["increfs"] <= 10
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2.5e-7), (np.float64, 1e-15)])
