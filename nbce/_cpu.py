@@ -26,10 +26,9 @@ Why the kernels look the way they do:
   non-temporal (streaming) stores, which skip the read-for-ownership a plain
   store costs. Intermediate values live in a per-block scratch row that
   stays in cache.
-* The kernels hand their blocks of rows to a function of their own, which
-  works on borrowed arrays (:func:`borrow`): every view of an array (a row,
-  a slice) would otherwise take a reference on its memory and drop it, an
-  atomic operation, several times a row.
+* Each block of rows works on borrowed arrays (:func:`borrow`): every view
+  of an array (a row, a slice) would otherwise take a reference on its
+  memory and drop it, an atomic operation, several times a row.
 * Each row is reduced by one thread in a fixed order, so results do not depend
   on the number of threads; sums across rows run after the parallel loop, in
   row order (``ordered_sum``).
@@ -204,15 +203,17 @@ def prefetch(typingctx, arr, i):
 # inlined function) takes a reference on the array's memory and drops it
 # after, each an atomic operation behind a call. Numba's pruning pass leaves
 # them in the row loops (34 increments in the serial ce_rows). Views of a
-# borrowed array take none. So the kernels hand every block of rows to a
-# function of their own (``_ce_block``...) with the arrays borrowed there, in
-# the ``prange`` body: the threaded build compiles that body apart and passes
-# it the arrays as arguments, whose views would take references again.
-# Serial, 3200 x 10 float32, the fused gradient took 24% less time, 3200 x 1
-# 46% less, rows of 1000 classes 0-3%; threaded at 65536 x 10, one thread,
-# 17% less. The arrays a kernel is called with outlive the call; a block
-# keeps each array it allocates alive with keep_alive after its last
-# borrowed use.
+# borrowed array take none. The borrowing happens at the top of each kernel's
+# ``prange`` body: the threaded build compiles that body apart and passes it
+# the arrays as arguments, whose views would take references again. A name
+# bound outside the body and again inside it would be a reduction to the
+# parfor, so a kernel takes its arrays as ``X_arg`` and the like, and binds
+# ``X`` to the borrowed view. (Handing each block to an inlined function of
+# its own instead took 45% more compile time for ce_rows.) Serial, 3200 x 10
+# float32, the fused gradient took 24% less time, 3200 x 1 46% less, rows of
+# 1000 classes 0-3%; threaded at 65536 x 10, one thread, 20% less. The arrays
+# a kernel is called with outlive the call; a block keeps each array it
+# allocates alive with keep_alive after its last borrowed use.
 
 
 @intrinsic
@@ -891,43 +892,35 @@ def logsumexp_rows(X, out):
 
 
 @kernel(interleave=SUM_INTERLEAVE)
-def log_softmax_rows(X, out):
-    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
+def log_softmax_rows(X_arg, out_arg):
+    N, C = X_arg.shape
+    n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
-        _log_softmax_block(borrow((X, out)), blk, per_block)
-
-
-@njit(inline="always")
-def _log_softmax_block(arrays, blk, per_block):
-    X, out = arrays
-    first, stop = block_rows(blk, per_block, X.shape[0])
-    for n in range(first, stop):
-        x = X[n]
-        d, shift = row_exp_sum(x, x, False)
-        log_d = math.log(d) if np.isfinite(shift) else 0.0
-        write_row(out[n], x, 1.0, shift, log_d, False, -1, x[:0])  # out is new: see streams
+        X, out = borrow((X_arg, out_arg))
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            x = X[n]
+            d, shift = row_exp_sum(x, x, False)
+            log_d = math.log(d) if np.isfinite(shift) else 0.0
+            write_row(out[n], x, 1.0, shift, log_d, False, -1, x[:0])  # out is new: see streams
 
 
 @kernel(interleave=4)
-def softmax_rows(X, out):
-    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
+def softmax_rows(X_arg, out_arg):
+    N, C = X_arg.shape
+    n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
-        _softmax_block(borrow((X, out)), blk, per_block)
-
-
-@njit(inline="always")
-def _softmax_block(arrays, blk, per_block):
-    X, out = arrays
-    owned = np.empty(X.shape[1], X.dtype)
-    scratch = borrow(owned)
-    first, stop = block_rows(blk, per_block, X.shape[0])
-    for n in range(first, stop):
-        d, shift = row_exp_sum(X[n], scratch, True)
-        if np.isfinite(shift):
-            write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, False, -1, X[n][:0])  # out is new: see streams
-        else:
-            row_fill(out[n], np.nan)
-    keep_alive(owned)
+        X, out = borrow((X_arg, out_arg))
+        owned = np.empty(C, X.dtype)
+        scratch = borrow(owned)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            d, shift = row_exp_sum(X[n], scratch, True)
+            if np.isfinite(shift):
+                write_row(out[n], scratch, 1.0 / d, 0.0, 0.0, False, -1, X[n][:0])  # out is new: see streams
+            else:
+                row_fill(out[n], np.nan)
+        keep_alive(owned)
 
 
 # --- cross-entropy ---------------------------------------------------------------
@@ -993,7 +986,7 @@ def soft_target_terms(x, t, w, shift, keep, spread):
 
 
 @kernel(interleave=SUM_INTERLEAVE)
-def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, with_grad, G, stream, loss, z_loss, lse, argmax):
+def ce_rows(X_arg, y_arg, T_arg, w_arg, weighted, w_sum, sw_arg, ignore_index, eps, cap, z, scale, with_grad, G_arg, stream, loss_arg, z_loss_arg, lse_arg, argmax_arg):
     """Cross-entropy per row: class indices ``y``, or probabilities ``T`` when it has rows.
 
     ``sw`` holds one weight per row (empty: all ones); ``cap`` is the softcap
@@ -1002,108 +995,104 @@ def ce_rows(X, y, T, w, weighted, w_sum, sw, ignore_index, eps, cap, z, scale, w
     log-sum-exp (of the softcapped logits) and predicted class (of the raw
     logits). Returns the sum of ``loss``.
     """
-    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
-    for blk in prange(n_blocks):
-        arrays = borrow((X, y, T, w, sw, G, loss, z_loss, lse, argmax))
-        _ce_block(arrays, weighted, w_sum, ignore_index, eps, cap, z, scale, with_grad, stream, blk, per_block)
-    return ordered_sum(loss)
-
-
-@njit(inline="always")
-def _ce_block(arrays, weighted, w_sum, ignore_index, eps, cap, z, scale, with_grad, stream, blk, per_block):
-    X, y, T, w, sw, G, loss, z_loss, lse, argmax = arrays
-    N, C = X.shape
-    dt = X.dtype.type
-    soft = T.shape[0] > 0
+    N, C = X_arg.shape
+    dt = X_arg.dtype.type
+    soft = T_arg.shape[0] > 0
     keep = dt(1.0 - eps)
     spread = dt(eps / C) if C else dt(0.0)
-    owned = (np.empty(C if with_grad else 0, X.dtype), np.empty(C if cap > 0.0 else 0, X.dtype))
-    scratch, capped = borrow(owned)
-    first, stop = block_rows(blk, per_block, N)
-    for n in range(first, stop):
-        x = X[n]
-        label = -1 if soft else y[n]
-        ignored = label == ignore_index and not soft
-        if z_loss.size:
-            z_loss[n] = 0.0
-        if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
-            set_row(loss, G, n, with_grad, 0.0)
-            continue
-        store = with_grad and not ignored
-        if cap > 0.0:
-            # the capped row stays in cache: its exps then overlap the
-            # next row's reads
-            softcap_row(x, cap, capped)
-            xs, upcoming = capped, next_row(X, n)
-        else:
-            xs, upcoming = x, x[:0]
-        # With a softcap and only the target's term to subtract, the exps are
-        # stored times the softcap's slope, and the gradient is then written
-        # in one pass. (A constant store flag there, as in the elementwise
-        # kernels: a store under a runtime condition can keep a loop scalar.)
-        sloped = cap > 0.0 and store and not soft and eps == 0.0
-        if sloped:
-            d, shift = row_exp_sum_from_sloped(xs, scratch, True, head_max(xs), upcoming, 1.0 / cap)
-        else:
-            d, shift = row_exp_sum_from(xs, scratch, store, head_max(xs), upcoming, 0.0)
-        if argmax.size:  # of the raw logits
-            argmax[n] = row_argmax(x, row_max(x))
-        if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        X, y, T, w, sw, G, loss, z_loss, lse, argmax = borrow(
+            (X_arg, y_arg, T_arg, w_arg, sw_arg, G_arg, loss_arg, z_loss_arg, lse_arg, argmax_arg)
+        )
+        owned = (np.empty(C if with_grad else 0, X.dtype), np.empty(C if cap > 0.0 else 0, X.dtype))
+        scratch, capped = borrow(owned)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            x = X[n]
+            label = -1 if soft else y[n]
+            ignored = label == ignore_index and not soft
+            if z_loss.size:
+                z_loss[n] = 0.0
+            if ignored and lse.size == 0 and argmax.size == 0:  # the row is not even read
+                set_row(loss, G, n, with_grad, 0.0)
+                continue
+            store = with_grad and not ignored
+            if cap > 0.0:
+                # the capped row stays in cache: its exps then overlap the
+                # next row's reads
+                softcap_row(x, cap, capped)
+                xs, upcoming = capped, next_row(X, n)
+            else:
+                xs, upcoming = x, x[:0]
+            # With a softcap and only the target's term to subtract, the exps are
+            # stored times the softcap's slope, and the gradient is then written
+            # in one pass. (A constant store flag there, as in the elementwise
+            # kernels: a store under a runtime condition can keep a loop scalar.)
+            sloped = cap > 0.0 and store and not soft and eps == 0.0
+            if sloped:
+                d, shift = row_exp_sum_from_sloped(xs, scratch, True, head_max(xs), upcoming, 1.0 / cap)
+            else:
+                d, shift = row_exp_sum_from(xs, scratch, store, head_max(xs), upcoming, 0.0)
+            if argmax.size:  # of the raw logits
+                argmax[n] = row_argmax(x, row_max(x))
+            if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
+                if lse.size:
+                    lse[n] = shift
+                set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
+                continue
+            log_d = math.log(d)
+            row_lse = shift + log_d
             if lse.size:
-                lse[n] = shift
-            set_row(loss, G, n, with_grad, 0.0 if ignored else np.nan)
-            continue
-        log_d = math.log(d)
-        row_lse = shift + log_d
-        if lse.size:
-            lse[n] = row_lse
-        if ignored:
-            set_row(loss, G, n, with_grad, 0.0)
-            continue
-        s = sw[n] if sw.size else 1.0
-        w_y = 0.0
-        if soft:
-            tw_sum, gap = soft_target_terms(xs, T[n], w, shift, keep, spread)
-            ce = log_d * tw_sum + gap
-            r = s
-        else:
-            w_y = float(w[label])
-            gap = row_weighted_gap(xs, shift, w) if eps > 0.0 else 0.0
-            tw_sum = (1.0 - eps) * w_y + (eps / C) * w_sum
-            ce = (1.0 - eps) * w_y * (log_d + float(shift - xs[label])) + (eps / C) * (log_d * w_sum + gap)
-            r = s * w_y
-        # With C = 1, p = 1 and the cross-entropy part is exactly zero, which
-        # the general formula misses by rounding: drop it (the z-loss stays).
-        k = 0.0 if C == 1 else scale * s
-        zl = z * r * row_lse * row_lse
-        loss[n] = (0.0 if C == 1 else s * ce) + zl
-        if z_loss.size:
-            z_loss[n] = zl
-        if not with_grad:
-            continue
-        a = dt((k * tw_sum + scale * 2.0 * z * r * row_lse) / d)
-        g = G[n]
-        if sloped or (not soft and cap == 0.0 and not (weighted and eps > 0.0)):
-            write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label, next_row(X, n))
-            fix = dt(k * (1.0 - eps) * w_y)
-            g[label] -= fix * softcap_slope(xs, label, dt(1.0 / cap)) if sloped else fix
-            continue
-        if soft:
-            t, kt = T[n], dt(k)
-            for c in range(C):
-                scratch[c] = scratch[c] * a - kt * (w[c] * (keep * t[c] + spread))
-        else:
-            b = dt(k * eps / C)
-            for c in range(C):
-                scratch[c] = scratch[c] * a - b * w[c]
-            scratch[label] -= dt(k * (1.0 - eps) * w_y)
-        if cap > 0.0:
-            inv_t = dt(1.0 / cap)
-            for c in range(C):
-                scratch[c] *= softcap_slope(capped, c, inv_t)
-        write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1, next_row(X, n))
-    store_fence()
-    keep_alive(owned)
+                lse[n] = row_lse
+            if ignored:
+                set_row(loss, G, n, with_grad, 0.0)
+                continue
+            s = sw[n] if sw.size else 1.0
+            w_y = 0.0
+            if soft:
+                tw_sum, gap = soft_target_terms(xs, T[n], w, shift, keep, spread)
+                ce = log_d * tw_sum + gap
+                r = s
+            else:
+                w_y = float(w[label])
+                gap = row_weighted_gap(xs, shift, w) if eps > 0.0 else 0.0
+                tw_sum = (1.0 - eps) * w_y + (eps / C) * w_sum
+                ce = (1.0 - eps) * w_y * (log_d + float(shift - xs[label])) + (eps / C) * (log_d * w_sum + gap)
+                r = s * w_y
+            # With C = 1, p = 1 and the cross-entropy part is exactly zero, which
+            # the general formula misses by rounding: drop it (the z-loss stays).
+            k = 0.0 if C == 1 else scale * s
+            zl = z * r * row_lse * row_lse
+            loss[n] = (0.0 if C == 1 else s * ce) + zl
+            if z_loss.size:
+                z_loss[n] = zl
+            if not with_grad:
+                continue
+            a = dt((k * tw_sum + scale * 2.0 * z * r * row_lse) / d)
+            g = G[n]
+            if sloped or (not soft and cap == 0.0 and not (weighted and eps > 0.0)):
+                write_row(g, scratch, a, dt(k * eps / C), 0.0, stream, label, next_row(X, n))
+                fix = dt(k * (1.0 - eps) * w_y)
+                g[label] -= fix * softcap_slope(xs, label, dt(1.0 / cap)) if sloped else fix
+                continue
+            if soft:
+                t, kt = T[n], dt(k)
+                for c in range(C):
+                    scratch[c] = scratch[c] * a - kt * (w[c] * (keep * t[c] + spread))
+            else:
+                b = dt(k * eps / C)
+                for c in range(C):
+                    scratch[c] = scratch[c] * a - b * w[c]
+                scratch[label] -= dt(k * (1.0 - eps) * w_y)
+            if cap > 0.0:
+                inv_t = dt(1.0 / cap)
+                for c in range(C):
+                    scratch[c] *= softcap_slope(capped, c, inv_t)
+            write_row(g, scratch, 1.0, 0.0, 0.0, stream, -1, next_row(X, n))
+        store_fence()
+        keep_alive(owned)
+    return ordered_sum(loss_arg)
 
 
 # --- elementwise losses ----------------------------------------------------------
@@ -1138,34 +1127,30 @@ def _bce_logits_row(x, t, w, pw, out, g, s, with_grad):
 
 
 @kernel(interleave=4)
-def bce_logits_rows(X, T, W, PW, scale, with_grad, G, L, row_loss):
+def bce_logits_rows(X_arg, T_arg, W_arg, PW_arg, scale, with_grad, G_arg, L_arg, row_loss_arg):
     """Binary cross-entropy with logits per element, into ``L`` (unless it is
     empty), its row sums into ``row_loss``; returns the sum of ``row_loss``.
 
     ``W`` and ``PW`` hold either one row (shared by every row) or one per row.
     """
-    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
+    N, C = X_arg.shape
+    s = X_arg.dtype.type(scale)
+    n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
-        _bce_logits_block(borrow((X, T, W, PW, G, L, row_loss)), scale, with_grad, blk, per_block)
-    return ordered_sum(row_loss)
-
-
-@njit(inline="always")
-def _bce_logits_block(arrays, scale, with_grad, blk, per_block):
-    X, T, W, PW, G, L, row_loss = arrays
-    s = X.dtype.type(scale)
-    owned = np.empty(0 if L.size else X.shape[1], X.dtype)
-    scratch = borrow(owned)
-    first, stop = block_rows(blk, per_block, X.shape[0])
-    for n in range(first, stop):
-        out = L[n] if L.size else scratch
-        w, pw = row_or_shared(W, n), row_or_shared(PW, n)
-        if with_grad:  # constant flags at each call: see ELEMENTWISE
-            _bce_logits_row(X[n], T[n], w, pw, out, G[n], s, True)
-        else:
-            _bce_logits_row(X[n], T[n], w, pw, out, out, s, False)
-        row_loss[n] = row_sum(out)
-    keep_alive(owned)
+        X, T, W, PW, G, L, row_loss = borrow((X_arg, T_arg, W_arg, PW_arg, G_arg, L_arg, row_loss_arg))
+        owned = np.empty(0 if L.size else C, X.dtype)
+        scratch = borrow(owned)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            out = L[n] if L.size else scratch
+            w, pw = row_or_shared(W, n), row_or_shared(PW, n)
+            if with_grad:  # constant flags at each call: see ELEMENTWISE
+                _bce_logits_row(X[n], T[n], w, pw, out, G[n], s, True)
+            else:
+                _bce_logits_row(X[n], T[n], w, pw, out, out, s, False)
+            row_loss[n] = row_sum(out)
+        keep_alive(owned)
+    return ordered_sum(row_loss_arg)
 
 
 # --- losses on probabilities -----------------------------------------------------
@@ -1197,35 +1182,31 @@ def _bce_probs_row(p, t, w, out, g, eps, s, with_grad):
 
 
 @kernel(interleave=4)
-def bce_probs_rows(P, T, W, eps, scale, with_grad, G, L, row_loss):
+def bce_probs_rows(P_arg, T_arg, W_arg, eps, scale, with_grad, G_arg, L_arg, row_loss_arg):
     """Binary cross-entropy of probabilities per element, into ``L`` (unless it
     is empty), its row sums into ``row_loss``; returns the sum of ``row_loss``.
 
     ``W`` holds either one row (shared by every row) or one per row.
     """
-    n_blocks, per_block = row_blocks(P.shape[0], P.shape[1])
-    for blk in prange(n_blocks):
-        _bce_probs_block(borrow((P, T, W, G, L, row_loss)), eps, scale, with_grad, blk, per_block)
-    return ordered_sum(row_loss)
-
-
-@njit(inline="always")
-def _bce_probs_block(arrays, eps, scale, with_grad, blk, per_block):
-    P, T, W, G, L, row_loss = arrays
-    dt = P.dtype.type
+    N, C = P_arg.shape
+    dt = P_arg.dtype.type
     eps, s = dt(eps), dt(scale)
-    owned = np.empty(0 if L.size else P.shape[1], P.dtype)
-    scratch = borrow(owned)
-    first, stop = block_rows(blk, per_block, P.shape[0])
-    for n in range(first, stop):
-        out = L[n] if L.size else scratch
-        w = row_or_shared(W, n)
-        if with_grad:  # constant flags at each call: see ELEMENTWISE
-            _bce_probs_row(P[n], T[n], w, out, G[n], eps, s, True)
-        else:
-            _bce_probs_row(P[n], T[n], w, out, out, eps, s, False)
-        row_loss[n] = row_sum(out)
-    keep_alive(owned)
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        P, T, W, G, L, row_loss = borrow((P_arg, T_arg, W_arg, G_arg, L_arg, row_loss_arg))
+        owned = np.empty(0 if L.size else C, P.dtype)
+        scratch = borrow(owned)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            out = L[n] if L.size else scratch
+            w = row_or_shared(W, n)
+            if with_grad:  # constant flags at each call: see ELEMENTWISE
+                _bce_probs_row(P[n], T[n], w, out, G[n], eps, s, True)
+            else:
+                _bce_probs_row(P[n], T[n], w, out, out, eps, s, False)
+            row_loss[n] = row_sum(out)
+        keep_alive(owned)
+    return ordered_sum(row_loss_arg)
 
 
 # --- focal losses ------------------------------------------------------------------
@@ -1273,36 +1254,32 @@ def _sigmoid_focal_row(x, t, out, grad, a0, a1, g, s, with_grad, square):
 
 
 @kernel(interleave=4)
-def sigmoid_focal_rows(X, T, a_pos, a_neg, gamma, scale, with_grad, G, L, row_loss):
+def sigmoid_focal_rows(X_arg, T_arg, a_pos, a_neg, gamma, scale, with_grad, G_arg, L_arg, row_loss_arg):
     """Sigmoid focal loss per element (targets in [0, 1]) into ``L`` (unless
     it is empty), its row sums into ``row_loss``; returns the sum of ``row_loss``."""
-    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
-    for blk in prange(n_blocks):
-        _sigmoid_focal_block(borrow((X, T, G, L, row_loss)), a_pos, a_neg, gamma, scale, with_grad, blk, per_block)
-    return ordered_sum(row_loss)
-
-
-@njit(inline="always")
-def _sigmoid_focal_block(arrays, a_pos, a_neg, gamma, scale, with_grad, blk, per_block):
-    X, T, G, L, row_loss = arrays
-    dt = X.dtype.type
+    N, C = X_arg.shape
+    dt = X_arg.dtype.type
     a0, a1, g, s = dt(a_neg), dt(a_pos - a_neg), dt(gamma), dt(scale)
-    owned = np.empty(0 if L.size else X.shape[1], X.dtype)
-    scratch = borrow(owned)
-    first, stop = block_rows(blk, per_block, X.shape[0])
-    for n in range(first, stop):
-        x, t, out = X[n], T[n], L[n] if L.size else scratch
-        # constant flags at each call: see ELEMENTWISE
-        if with_grad and gamma == 2.0:
-            _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, True)
-        elif with_grad:
-            _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, False)
-        elif gamma == 2.0:
-            _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, True)
-        else:
-            _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, False)
-        row_loss[n] = row_sum(out)
-    keep_alive(owned)
+    n_blocks, per_block = row_blocks(N, C)
+    for blk in prange(n_blocks):
+        X, T, G, L, row_loss = borrow((X_arg, T_arg, G_arg, L_arg, row_loss_arg))
+        owned = np.empty(0 if L.size else C, X.dtype)
+        scratch = borrow(owned)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            x, t, out = X[n], T[n], L[n] if L.size else scratch
+            # constant flags at each call: see ELEMENTWISE
+            if with_grad and gamma == 2.0:
+                _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, True)
+            elif with_grad:
+                _sigmoid_focal_row(x, t, out, G[n], a0, a1, g, s, True, False)
+            elif gamma == 2.0:
+                _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, True)
+            else:
+                _sigmoid_focal_row(x, t, out, out, a0, a1, g, s, False, False)
+            row_loss[n] = row_sum(out)
+        keep_alive(owned)
+    return ordered_sum(row_loss_arg)
 
 
 # Softmax focal loss per row with a class-index target y, w = weight[y],
@@ -1316,48 +1293,43 @@ def _sigmoid_focal_block(arrays, a_pos, a_neg, gamma, scale, with_grad, blk, per
 
 
 @kernel(interleave=SUM_INTERLEAVE)  # as ce_rows: the same row sums, so gamma = 0 gives its bits
-def softmax_focal_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, stream, loss):
+def softmax_focal_rows(X_arg, y_arg, w_arg, ignore_index, gamma, scale, with_grad, G_arg, stream, loss_arg):
     """Softmax focal loss with class-index targets; loss[n] is the weighted row loss.
 
     Returns the sum of ``loss``.
     """
-    n_blocks, per_block = row_blocks(X.shape[0], X.shape[1])
+    N, C = X_arg.shape
+    dt = X_arg.dtype.type
+    n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
-        _softmax_focal_block(borrow((X, y, w, G, loss)), ignore_index, gamma, scale, with_grad, stream, blk, per_block)
-    return ordered_sum(loss)
-
-
-@njit(inline="always")
-def _softmax_focal_block(arrays, ignore_index, gamma, scale, with_grad, stream, blk, per_block):
-    X, y, w, G, loss = arrays
-    N, C = X.shape
-    dt = X.dtype.type
-    owned = np.empty(C if with_grad else 0, X.dtype)
-    scratch = borrow(owned)
-    first, stop = block_rows(blk, per_block, N)
-    for n in range(first, stop):
-        x = X[n]
-        label = y[n]
-        if label == ignore_index:
-            set_row(loss, G, n, with_grad, 0.0)
-            continue
-        d, shift = row_exp_sum(x, scratch, with_grad)
-        if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
-            set_row(loss, G, n, with_grad, np.nan)
-            continue
-        if C == 1:  # p_y = 1
-            set_row(loss, G, n, with_grad, 0.0)
-            continue
-        w_y = float(w[label])
-        nll = math.log(d) + float(shift - x[label])
-        q = -math.expm1(-nll)
-        q_g = q**gamma
-        loss[n] = w_y * q_g * nll
-        if with_grad:
-            p_y = math.exp(-nll)
-            k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
-            write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label, next_row(X, n))
-            G[n, label] -= dt(scale * w_y * k)
-    store_fence()
-    keep_alive(owned)
+        X, y, w, G, loss = borrow((X_arg, y_arg, w_arg, G_arg, loss_arg))
+        owned = np.empty(C if with_grad else 0, X.dtype)
+        scratch = borrow(owned)
+        first, stop = block_rows(blk, per_block, N)
+        for n in range(first, stop):
+            x = X[n]
+            label = y[n]
+            if label == ignore_index:
+                set_row(loss, G, n, with_grad, 0.0)
+                continue
+            d, shift = row_exp_sum(x, scratch, with_grad)
+            if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
+                set_row(loss, G, n, with_grad, np.nan)
+                continue
+            if C == 1:  # p_y = 1
+                set_row(loss, G, n, with_grad, 0.0)
+                continue
+            w_y = float(w[label])
+            nll = math.log(d) + float(shift - x[label])
+            q = -math.expm1(-nll)
+            q_g = q**gamma
+            loss[n] = w_y * q_g * nll
+            if with_grad:
+                p_y = math.exp(-nll)
+                k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
+                write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label, next_row(X, n))
+                G[n, label] -= dt(scale * w_y * k)
+        store_fence()
+        keep_alive(owned)
+    return ordered_sum(loss_arg)
 
