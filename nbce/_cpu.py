@@ -214,6 +214,10 @@ def prefetch(typingctx, arr, i):
 # 1000 classes 0-3%; threaded at 65536 x 10, one thread, 20% less. The arrays
 # a kernel is called with outlive the call; a block keeps each array it
 # allocates alive with keep_alive after its last borrowed use.
+# Numba's dead-code elimination does not know that a borrowed view aliases
+# its array: a store into a view that nothing uses afterwards can be dropped
+# (a prange body of one ``out[n] = ...`` lost its stores). The kernels store
+# only inside their row loops, where the next row uses the same arrays.
 
 
 @intrinsic
