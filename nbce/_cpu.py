@@ -942,22 +942,25 @@ def softmax_rows(X_arg, out_arg):
 
 
 @njit(inline="always")
-def row_argmax(x, m):
-    """First index of the row max ``m``, or of the first NaN (as ``np.argmax``).
+def row_argmax(x):
+    """First index of the row max, or of the first NaN (as ``np.argmax``).
 
-    A vectorised test of each chunk finds the chunk holding it, so that the
-    element-by-element search runs over one chunk only.
+    One pass finds the max of each chunk of SUM_CHUNK elements, and so the
+    first chunk holding the row's; a second, over that chunk only, its first
+    index. Both vectorise: the search as a min reduction over the indices of
+    hits (the search element by element took twice the time at C = 10).
     """
+    peak, peak_at = x.dtype.type(-np.inf), 0
     for start in range(0, x.size, SUM_CHUNK):
-        chunk = x[start : start + SUM_CHUNK]  # indexed from 0: see the module docstring
-        hits = 0
-        for c in range(chunk.size):
-            hits += (chunk[c] == m) | (chunk[c] != chunk[c])
-        if hits:
-            for c in range(chunk.size):
-                if chunk[c] == m or chunk[c] != chunk[c]:
-                    return start + c
-    return 0
+        m = row_max(x[start : start + SUM_CHUNK])
+        if m > peak or (m != m and peak == peak):  # a larger max, or the first NaN
+            peak, peak_at = m, start
+    chunk = x[peak_at : peak_at + SUM_CHUNK]  # indexed from 0: see the module docstring
+    first = chunk.size
+    for c in range(chunk.size):
+        hit = (chunk[c] == peak) | (chunk[c] != chunk[c])
+        first = min(first, c if hit else chunk.size)
+    return peak_at + first
 
 
 def _softcap_row(x, cap, out):
@@ -1039,7 +1042,7 @@ def ce_rows(X_arg, y_arg, T_arg, w_arg, weighted, w_sum, sw_arg, ignore_index, e
             else:
                 d, shift = row_exp_sum_from(xs, scratch, store, head_max(xs), upcoming, 0.0)
             if argmax.size:  # of the raw logits
-                argmax[n] = row_argmax(x, row_max(x))
+                argmax[n] = row_argmax(x)
             if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
                 if lse.size:
                     lse[n] = shift

@@ -187,9 +187,15 @@ def test_argmax_follows_numpy_on_ties_nan_and_inf(dtype):
         ],
         dtype,
     )
-    wide = np.zeros((2, 3000), dtype)  # longer than a chunk of the search
-    wide[0, 2999] = 1.0
+    wide = np.zeros((8, 3000), dtype)  # over several chunks of the search
+    wide[0, 2999] = 1.0  # in the last, partial chunk
     wide[1, 1500] = np.nan
+    wide[2, [700, 2000]] = 5.0  # a tie across chunks
+    wide[3, 100], wide[3, 2500] = 9.0, np.nan  # a NaN after the max
+    wide[4] = -np.inf
+    wide[5, [10, 600]] = np.nan
+    wide[6, [1100, 2900]] = np.inf
+    wide[7, [511, 512]] = 2.0  # a tie on both sides of a chunk boundary
     for x in (logits, wide):
         _, argmax = nbce.cross_entropy(x, np.zeros(len(x), np.int64), reduction="none", return_argmax=True)
         np.testing.assert_array_equal(argmax, np.argmax(x, axis=-1))
