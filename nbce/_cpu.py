@@ -811,11 +811,18 @@ def write_row(dst, src, a, b, c, stream, cached_at, upcoming):
 
 @njit(inline="always")
 def row_weighted_gap(x, shift, w):
-    """sum(w * (shift - x)) in float64: the smoothing term without its log-sum-exp part."""
-    s = 0.0
-    for c in range(x.size):
-        s += w[c] * (shift - x[c])
-    return s
+    """sum(w * (shift - x)) in float64, over chunks of SUM_CHUNK summed in the
+    working precision (as :func:`row_sum`; each term converted to float64, the
+    loop took 1.7 times as long at C = 1000 float32): the smoothing term
+    without its log-sum-exp part."""
+    total = 0.0
+    for start in range(0, x.size, SUM_CHUNK):
+        partial = x.dtype.type(0.0)
+        xc, wc = x[start : start + SUM_CHUNK], w[start : start + SUM_CHUNK]  # indexed from 0: see the module docstring
+        for c in range(xc.size):
+            partial += wc[c] * (shift - xc[c])
+        total += partial
+    return total
 
 
 @njit(inline="always")
@@ -941,8 +948,7 @@ def softmax_rows(X_arg, out_arg):
 # gradient may overwrite the logits (G is X).
 
 
-@njit(inline="always")
-def row_argmax(x):
+def _row_argmax(x):
     """First index of the row max, or of the first NaN (as ``np.argmax``).
 
     One pass finds the max of each chunk of SUM_CHUNK elements, and so the
@@ -963,6 +969,11 @@ def row_argmax(x):
     return peak_at + first
 
 
+# Compiled on its own, not inlined into ce_rows: inlined, its code made the
+# rows of plain calls (without argmax) 2.5% slower at 3200 x 10 float32.
+row_argmax = cached_njit(_row_argmax, **KERNEL_OPTIONS)
+
+
 def _softcap_row(x, cap, out):
     """``out = cap * tanh(x / cap)`` (:func:`softcap`)."""
     dt = x.dtype.type
@@ -981,14 +992,22 @@ _interleave.counts[id(softcap_row)] = 4
 
 @njit(inline="always")
 def soft_target_terms(x, t, w, shift, keep, spread):
-    """sum(w t') and sum(w t' (shift - x)) in float64, with t' = keep t + spread."""
+    """sum(w t') and sum(w t' (shift - x)) in float64, with t' = keep t + spread,
+    over chunks of SUM_CHUNK summed in the working precision (see
+    :func:`row_weighted_gap`)."""
+    dt = x.dtype.type
     tw_sum = 0.0
     gap = 0.0
-    for c in range(x.size):
-        wt = w[c] * (keep * t[c] + spread)
-        tw_sum += wt
-        # a class with zero target mass adds nothing, even where x = -inf
-        gap += wt * (shift - x[c]) if wt != 0 else 0.0
+    for start in range(0, x.size, SUM_CHUNK):
+        xc, tc, wc = x[start : start + SUM_CHUNK], t[start : start + SUM_CHUNK], w[start : start + SUM_CHUNK]  # indexed from 0
+        tw_part, gap_part = dt(0.0), dt(0.0)
+        for c in range(xc.size):
+            wt = wc[c] * (keep * tc[c] + spread)
+            tw_part += wt
+            # a class with zero target mass adds nothing, even where x = -inf
+            gap_part += wt * (shift - xc[c]) if wt != 0 else dt(0.0)
+        tw_sum += tw_part
+        gap += gap_part
     return tw_sum, gap
 
 
