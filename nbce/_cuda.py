@@ -590,10 +590,8 @@ def _labels(target, n_classes, ignore, w, X):
 
 def _class_weight(weight, n_classes, dtype):
     """The weights on the device, and their float64 sum."""
-    if weight is None:
-        return cuda.to_device(np.ones(n_classes, dtype)), float(n_classes)
-    w = check.class_weight(_to_host(weight), n_classes, dtype)
-    return cuda.to_device(w), float(w.sum(dtype=np.float64))
+    w, w_sum = check.class_weight(None if weight is None else _to_host(weight), n_classes, dtype)
+    return cuda.to_device(w), w_sum
 
 
 def _reduce(row_loss, reduction, denominator, dtype, batch_shape):

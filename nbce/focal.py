@@ -232,7 +232,7 @@ def _softmax_focal(logits, target, axis, gamma, weight, ignore_index, reduction,
     reduction = check.reduction(reduction)
     ignore = check.ignore_index(ignore_index)
     n_classes = x.shape[axis]
-    w = check.class_weight(weight, n_classes, x.dtype)
+    w, _ = check.class_weight(weight, n_classes, x.dtype)
     if out is not None:
         check.out_array(out, x, target, dtype)
     rows = check.Rows(x, axis)

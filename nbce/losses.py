@@ -212,7 +212,7 @@ def _cross_entropy(
     z = check.z_loss(z_loss)
     cap = check.softcap(softcap)
     n_classes = x.shape[axis]
-    w = check.class_weight(weight, n_classes, x.dtype)
+    w, w_sum = check.class_weight(weight, n_classes, x.dtype)
     if out is not None:
         check.out_array(out, x, target, dtype)
     rows = Rows(x, axis)
@@ -241,7 +241,6 @@ def _cross_entropy(
     row_z_loss = np.empty(n_rows) if return_z_loss else check.NO_FLOAT64
     lse = np.empty(n_rows) if return_lse else check.NO_FLOAT64
     argmax = np.empty(n_rows, np.int64) if return_argmax else check.NO_INT64
-    w_sum = float(n_classes) if weight is None else float(w.sum(dtype=np.float64))
     total = _cpu.ce_rows(
         rows.rows, labels, soft, w, weight is not None, w_sum, sw, ignore, eps, cap, z, scale,
         with_grad, grad_rows, _cpu.streams(grad_rows, grad_out is not None), row_loss, row_z_loss, lse, argmax,
@@ -309,7 +308,7 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     ignore = check.ignore_index(ignore_index)
     n_classes = lp.shape[axis]
     check.classes_for_rows(n_classes, target.size)
-    w = check.class_weight(weight, n_classes, lp.dtype)
+    w, _ = check.class_weight(weight, n_classes, lp.dtype)
     labels, denominator = check.index_labels(target, n_classes, ignore, w)
     labels = labels.reshape(target.shape)
     kept = labels != ignore

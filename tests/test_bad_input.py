@@ -131,6 +131,15 @@ def test_non_finite_weight(func, logits, labels, bad):
     assert_rejects(ValueError, "weight must be finite", func, logits, labels, weight=weight)
 
 
+@pytest.mark.parametrize("func", ALL_LOSSES)
+def test_weight_beyond_the_logits_dtype(func, logits, labels):
+    # finite in float64, inf in the float32 that float32 logits compute with
+    weight = np.ones(C)
+    weight[1] = 1e300
+    with pytest.warns(RuntimeWarning, match="overflow"):  # NumPy's, from the cast
+        assert_rejects(ValueError, "weight must be finite in float32", func, logits.astype(np.float32), labels, weight=weight)
+
+
 # --- soft targets with a non-negative ignore_index: ValueError
 
 
