@@ -50,7 +50,7 @@ _COMMON_PARAMETERS = """\
         Also return the z-loss part of ``loss``, reduced the same way.
     return_argmax : bool, optional
         Also return each row's predicted class (``np.argmax`` of the logits),
-        as int64, from the same pass."""
+        as int64, found while the row is still in cache."""
 
 _EXTRAS = """\
 lse, z_loss, argmax : ndarray, optional
