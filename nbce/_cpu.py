@@ -999,7 +999,8 @@ def soft_target_terms(x, t, w, shift, keep, spread):
     tw_sum = 0.0
     gap = 0.0
     for start in range(0, x.size, SUM_CHUNK):
-        xc, tc, wc = x[start : start + SUM_CHUNK], t[start : start + SUM_CHUNK], w[start : start + SUM_CHUNK]  # indexed from 0
+        stop = start + SUM_CHUNK
+        xc, tc, wc = x[start:stop], t[start:stop], w[start:stop]  # indexed from 0: see the module docstring
         tw_part, gap_part = dt(0.0), dt(0.0)
         for c in range(xc.size):
             wt = wc[c] * (keep * tc[c] + spread)

@@ -137,7 +137,9 @@ def test_weight_beyond_the_logits_dtype(func, logits, labels):
     weight = np.ones(C)
     weight[1] = 1e300
     with pytest.warns(RuntimeWarning, match="overflow"):  # NumPy's, from the cast
-        assert_rejects(ValueError, "weight must be finite in float32", func, logits.astype(np.float32), labels, weight=weight)
+        assert_rejects(
+            ValueError, "weight must be finite in float32", func, logits.astype(np.float32), labels, weight=weight
+        )
 
 
 # --- soft targets with a non-negative ignore_index: ValueError
