@@ -365,6 +365,36 @@ def _bitcast_int_to_float(typingctx, i):
     return ret(i), codegen
 
 
+def _order_key_codegen(to_key):
+    """Between a float's bits and an integer that orders as the float does:
+    the magnitude bits of negative floats flipped (the map is its own inverse)."""
+
+    def codegen(context, builder, sig, args):
+        ity = context.get_value_type(sig.return_type if to_key else sig.args[0])
+        bits = builder.bitcast(args[0], ity) if to_key else args[0]
+        sign = builder.ashr(bits, ir.Constant(ity, ity.width - 1))
+        key = builder.xor(bits, builder.and_(sign, ir.Constant(ity, (1 << (ity.width - 1)) - 1)))
+        return key if to_key else builder.bitcast(key, context.get_value_type(sig.return_type))
+
+    return codegen
+
+
+@intrinsic
+def order_key(typingctx, x):
+    """Float ``x`` as a signed integer of its width that orders as ``x`` does:
+    -0.0 just below +0.0, a NaN above +inf (or below -inf, if its sign bit is
+    set). Integer max reductions take one instruction a vector."""
+    ret = types.int32 if x == types.float32 else types.int64
+    return ret(x), _order_key_codegen(True)
+
+
+@intrinsic
+def from_order_key(typingctx, k):
+    """The float whose :func:`order_key` is ``k``."""
+    ret = types.float32 if k == types.int32 else types.float64
+    return ret(k), _order_key_codegen(False)
+
+
 # --- vectorisable exp --------------------------------------------------------
 #
 # exp(x) = 2**k * exp(r) with k = round(x / ln2) and |r| <= ln2 / 2. ln2 is split
@@ -686,8 +716,19 @@ def softcap_slope(capped, k, inv):
 
 @njit(inline="always")
 def head_max(x):
-    """The first shift of a row's exps: the max of its first HEAD elements."""
-    return row_max(x[:HEAD])
+    """The first shift of a row's exps: the max of its first HEAD elements.
+
+    Taken over their :func:`order_key` integers, exact: ``row_max``'s
+    ``llvm.maximum`` costs three instructions a vector and more in its
+    cross-lane reduction, and rows of 10 and 21 float32 classes took 0.64 and
+    0.62 of the time of ``logsumexp`` with it. A NaN need not come through
+    here: a row holding one sums to NaN and is summed again by its row_max.
+    """
+    head = x[:HEAD]
+    m = order_key(x.dtype.type(-np.inf))
+    for c in range(head.size):
+        m = max(m, order_key(head[c]))
+    return from_order_key(m)
 
 
 def _exp_sum_from(sloped):

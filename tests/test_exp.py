@@ -1,6 +1,7 @@
 """The kernels' vectorisable elementary functions (``nbce._cpu.exp_vec``,
-``log1p_unit``, ``log_unit_interval``) against NumPy in float64, and the code
-of the compiled cross-entropy kernel."""
+``log1p_unit``, ``log_unit_interval``) against NumPy in float64, the integer
+keys of floats that their row max is taken over, and the code of the compiled
+cross-entropy kernel."""
 
 import json
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import KERNEL_DISPATCHERS, run_python
 
-from nbce._cpu import exp_vec, log1p_unit, log_unit_interval
+from nbce._cpu import exp_vec, from_order_key, log1p_unit, log_unit_interval, order_key
 
 # dtype -> (lower end of the sweep, smallest result held to the relative error, relative error bound)
 ACCURACY = {
@@ -102,6 +103,39 @@ def test_keeps_precision(dtype):
     exp_scalar(dtype(-1.0))
     (signature,) = [s for s in exp_scalar.nopython_signatures if s.args == (numba.from_dtype(dtype),)]
     assert signature.return_type == numba.from_dtype(dtype)
+
+
+@numba.njit
+def order_keys_into(x, keys):
+    for i in range(x.size):
+        keys[i] = order_key(x[i])
+
+
+def order_keys(x):
+    keys = np.empty(x.size, {4: np.int32, 8: np.int64}[x.itemsize])
+    order_keys_into(x, keys)
+    return keys
+
+
+@numba.njit
+def from_order_keys(keys, like):
+    out = np.empty_like(like)
+    for i in range(keys.size):
+        out[i] = from_order_key(keys[i])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_order_key_orders_as_the_floats(dtype):
+    # the row max that shifts the exps (head_max) is taken over these keys
+    info = np.finfo(dtype)
+    tiny = [info.smallest_subnormal, info.tiny, info.eps]
+    x = np.array([-np.inf, -info.max, -1.5, *[-t for t in reversed(tiny)], -0.0, 0.0, *tiny, 1.0, info.max, np.inf], dtype)
+    keys = order_keys(x)
+    assert np.all(np.diff(keys) > 0)
+    np.testing.assert_array_equal(from_order_keys(keys, x).view(UINT[dtype]), x.view(UINT[dtype]))
+    nan = np.array([np.nan], dtype)
+    assert order_keys(nan)[0] > keys[-1] and order_keys(-nan)[0] < keys[0]
 
 
 @pytest.fixture(scope="module")
