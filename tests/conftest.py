@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.special
 
 DTYPES = (np.float32, np.float64)
 REDUCTIONS = ("none", "mean", "sum")
@@ -37,6 +38,17 @@ def assert_close(actual, desired, dtype):
     finite = np.abs(desired[np.isfinite(desired)])
     scale = max(finite.max(initial=0.0), 1.0)
     np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol * scale)
+
+
+def assert_matches_scipy(name, x, got):
+    """``got`` is ``scipy.special.<name>(x, axis=-1)`` (logsumexp, log_softmax,
+    softmax) of ``x`` in float64, with NaN and inf in the same places."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = getattr(scipy.special, name)(x.astype(np.float64), axis=-1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(got) * np.sign(got), np.isinf(expected) * np.sign(expected))
+    rtol = {np.float32: 1e-5, np.float64: 1e-12}[x.dtype.type]
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=8 * np.finfo(x.dtype).eps)
 
 
 @pytest.fixture
