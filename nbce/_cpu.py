@@ -29,6 +29,9 @@ Why the kernels look the way they do:
 * Each block of rows works on borrowed arrays (:func:`borrow`): every view
   of an array (a row, a slice) would otherwise take a reference on its
   memory and drop it, an atomic operation, several times a row.
+* Rows of few classes are worked on many at a time, as one flat run of
+  elements (see FLAT_CLASSES): row by row, the loops' set-up would cost more
+  than their few elements.
 * Each row is reduced by one thread in a fixed order, so results do not depend
   on the number of threads; sums across rows run after the parallel loop, in
   row order (``ordered_sum``).
@@ -992,7 +995,7 @@ def flat_exp_sums(x, n_classes, shift, e, d):
     C = np.uint64(n_classes)
     for n in range(np.uint64(shift.size)):
         shift[n] = key_max(x, n * C, C)
-    spread_rows(shift, C, e)
+    spread_rows(shift, C, e)  # e holds each element's shift, then its exp
     for i in range(e.size):
         e[i] = exp_vec(x[i] - e[i])
     for n in range(np.uint64(shift.size)):
