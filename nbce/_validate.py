@@ -263,8 +263,16 @@ def out_array(out, x, target, dtype=None):
         )
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    if np.may_share_memory(out, target):
+    if may_overlap(out, target):
         raise ValueError("out must not share memory with target")
+
+
+def may_overlap(a, b):
+    """``np.may_share_memory(a, b)``, without its call (0.2 us) when ``a`` and
+    ``b`` are two arrays that each own their memory: two allocations."""
+    if a is not b and a.flags.owndata and b.flags.owndata:
+        return False
+    return np.may_share_memory(a, b)
 
 
 def grad_buffer(out, rows):
@@ -281,7 +289,7 @@ def grad_buffer(out, rows):
         return np.empty(rows.rows.shape, rows.rows.dtype)
     if view.shape != rows.rows.shape:
         view = view.reshape(rows.rows.shape)
-    if view is not rows.rows and np.may_share_memory(view, rows.rows) and not _same_elements(view, rows.rows):
+    if view is not rows.rows and may_overlap(view, rows.rows) and not _same_elements(view, rows.rows):
         raise ValueError("out overlaps logits without being logits: use out=logits for in-place")
     return view
 
@@ -331,7 +339,7 @@ def elementwise_loss(kernel, x, dtype, t, params, reduction, with_grad, out):
     losses = np.empty(rows.rows.shape if per_element else (0, 0), x.dtype)
     row_loss = np.empty(rows.rows.shape[0])
     scale = 1.0 / x.size if reduction == "mean" and x.size else 1.0
-    total = kernel(rows.rows, t2, *params, scale, with_grad, grad, losses, row_loss)
+    total = kernel.build(rows.rows)(rows.rows, t2, *params, scale, with_grad, grad, losses, row_loss)
     loss = reduce_losses(losses.reshape(x.shape) if per_element else None, total, reduction, x.size, x.dtype)
     if not with_grad:
         return loss, None

@@ -248,7 +248,7 @@ def _softmax_focal(logits, target, axis, gamma, weight, ignore_index, reduction,
     grad_rows = check.grad_buffer(grad_out, rows) if with_grad else np.empty((0, 0), x.dtype)
     row_loss = np.empty(n_rows, np.float64)
     stream = _cpu.streams(grad_rows, grad_out is not None)
-    total = _cpu.softmax_focal_rows(
+    total = _cpu.softmax_focal_rows.build(rows.rows)(
         rows.rows, labels, w, ignore, gamma, scale, with_grad, grad_rows, stream, row_loss
     )
     loss = check.reduce_losses(rows.restore_batch(row_loss), total, reduction, denominator, x.dtype)

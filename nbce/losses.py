@@ -241,7 +241,7 @@ def _cross_entropy(
     row_z_loss = np.empty(n_rows) if return_z_loss else check.NO_FLOAT64
     lse = np.empty(n_rows) if return_lse else check.NO_FLOAT64
     argmax = np.empty(n_rows, np.int64) if return_argmax else check.NO_INT64
-    total = _cpu.ce_rows(
+    total = _cpu.ce_rows.build(rows.rows)(
         rows.rows, labels, soft, w, weight is not None, w_sum, sw, ignore, eps, cap, z, scale,
         with_grad, grad_rows, _cpu.streams(grad_rows, grad_out is not None), row_loss, row_z_loss, lse, argmax,
     )  # fmt: skip

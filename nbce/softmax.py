@@ -41,7 +41,7 @@ def logsumexp(x, axis=-1, keepdims=False):
     x, dtype = logits_array(x, "x")
     rows = Rows(x, axis)
     out = np.empty(rows.rows.shape[0], x.dtype)
-    _cpu.logsumexp_rows(rows.rows, out)
+    _cpu.logsumexp_rows.build(rows.rows)(rows.rows, out)
     out = rows.restore_batch(out)
     if keepdims:
         out = np.expand_dims(out, rows.source)
@@ -108,5 +108,5 @@ def _map_rows(kernel, x, axis):
     x, dtype = logits_array(x, "x")
     rows = Rows(x, axis)
     out = np.empty_like(rows.rows)
-    kernel(rows.rows, out)
+    kernel.build(rows.rows)(rows.rows, out)
     return rows.restore(out).astype(dtype, copy=False)

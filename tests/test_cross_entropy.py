@@ -23,6 +23,7 @@ from conftest import (
 )
 
 import nbce
+from nbce import _validate as check
 from nbce import reference
 
 # soft targets take no non-negative ignore_index
@@ -189,6 +190,29 @@ def test_out_partly_overlapping_logits_raises(rng):
     with pytest.raises(ValueError, match="overlaps logits"):
         nbce.cross_entropy_with_grad(base[:-1], target, out=base[1:])
     assert_unchanged(saved)
+
+
+def _array_pairs():
+    """Pairs of arrays, owning their memory or views, overlapping or not."""
+    a, b = np.zeros(12), np.zeros(12)
+    halves = a[:6], a[6:]
+    return {
+        "two allocations": (a, b),
+        "the same array": (a, a),
+        "an array and its view": (a, a[2:5]),
+        "an array and its reinterpretation": (a, a.view(np.int64)),
+        "disjoint halves": halves,
+        "overlapping views": (a[:8], a[4:]),
+        "a view and another allocation": (halves[0], b),
+    }
+
+
+@pytest.mark.parametrize("pair", _array_pairs().values(), ids=_array_pairs().keys())
+def test_may_overlap_is_true_whenever_memory_is_shared(pair):
+    # the cheap test for two owning arrays must never miss an overlap
+    a, b = pair
+    assert check.may_overlap(a, b) == np.may_share_memory(a, b)
+    assert check.may_overlap(a, b) or not np.shares_memory(a, b)
 
 
 def test_out_must_not_be_the_soft_target(rng):

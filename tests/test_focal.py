@@ -206,6 +206,15 @@ def test_softmax_gamma_zero_is_cross_entropy(rng, dtype, reduction, weighted, ig
     np.testing.assert_allclose(grad, ce_grad, rtol=4 * eps, atol=4 * eps)
 
 
+@pytest.mark.parametrize("n_classes", [21, 64, 65, 300])  # rows of flat runs (<= 64 classes) and longer rows
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_gamma_zero_is_cross_entropy_in_longer_rows(rng, dtype, n_classes):
+    logits = (3 * rng.standard_normal((40, n_classes))).astype(dtype)
+    target = rng.integers(0, n_classes, 40)
+    loss = nbce.softmax_focal_loss(logits, target, gamma=0.0, reduction="none")
+    np.testing.assert_array_equal(loss, nbce.cross_entropy(logits, target, reduction="none"), strict=True)
+
+
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 2.0])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_confident_predictions(dtype, gamma):
