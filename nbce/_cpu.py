@@ -971,9 +971,9 @@ def set_row(loss, G, n, with_grad, value):
 # every element of the output. The loops over one row index the run with
 # unsigned integers, not through a slice of the row (a slice cost 1-2 ns a
 # row). The runs' outputs are written with plain stores, never streamed.
-# logsumexp and log_softmax take the logs of a run's sums in one vectorised
-# loop (log_vec). Cross-entropy keeps math.log: the focal loss must give its
-# bits at gamma = 0, and its scalar row loop took 19% more time with log_vec.
+# A run's logs of its sums of exps are taken in one vectorised loop (log_vec),
+# not by math.log row by row: the focal loss at gamma = 0 keeps the bits of
+# cross-entropy, as both take the same path for the same rows.
 FLAT_CLASSES = 64
 # Rows a run (64, 128 and 512 took within 5% of the time of 256, from
 # 32 x 10 to 131072 x 21 float32).
@@ -1039,11 +1039,35 @@ def flat_run(X, lo, hi, scratch):
 
 
 @njit(inline="always")
+def flat_run_logs(X, lo, hi, scratch):
+    """:func:`flat_run`, with ``v = log(d)`` (:func:`log_sums`)."""
+    x, e, spread, shift, d, v, u = flat_run(X, lo, hi, scratch)
+    log_sums(d, v)
+    return x, e, spread, shift, d, v, u
+
+
+@njit(inline="always")
 def lse_from(log_d, shift):
     """A row's log-sum-exp from :func:`row_exp_sum`'s ``(d, shift)``, given
     ``log_d = log(d)``: its max when that is not finite (as
     scipy.special.logsumexp)."""
     return shift + log_d if np.isfinite(shift) else shift
+
+
+def _log_sums(d, out):
+    """``out[j] = log(d[j])`` for a run's sums of exps, in one vectorised loop.
+
+    (Each row's ``math.log``, a call, took 3-4 ns a row more at C = 10.) A
+    row that is not finite gets a value of no use.
+    """
+    for j in range(d.size):
+        out[j] = log_vec(d[j])
+
+
+# Compiled on its own, not inlined into the kernels: inlined into ce_rows, its
+# polynomial's constants took registers from the row-by-row path, whose
+# forward pass then took 3-5% more time at C = 100 and 200 (float32).
+log_sums = cached_njit(_log_sums, **KERNEL_OPTIONS)
 
 
 # --- softmax family -----------------------------------------------------------
@@ -1064,9 +1088,9 @@ def logsumexp_rows(X, out):
             owned = flat_scratch(C, X.dtype, True)
             for lo in range(first, stop, np.uint64(FLAT_ROWS)):
                 hi = min(lo + np.uint64(FLAT_ROWS), stop)
-                x, e, _, shift, d, _, _ = flat_run(X, lo, hi, owned)
+                x, e, _, shift, d, log_d, _ = flat_run_logs(X, lo, hi, owned)
                 for j in range(hi - lo):
-                    out[lo + j] = lse_from(log_vec(d[j]), shift[j])
+                    out[lo + j] = lse_from(log_d[j], shift[j])
         else:
             for n in range(first, stop):
                 d, shift = row_exp_sum(X[n], X[n], False)
@@ -1086,9 +1110,9 @@ def log_softmax_rows(X_arg, out_arg):
         if flat_rows:
             for lo in range(first, stop, np.uint64(FLAT_ROWS)):
                 hi = min(lo + np.uint64(FLAT_ROWS), stop)
-                x, e, spread, shift, d, log_d, _ = flat_run(X, lo, hi, runs)
+                x, e, spread, shift, d, log_d, _ = flat_run_logs(X, lo, hi, runs)
                 for j in range(hi - lo):
-                    log_d[j] = log_vec(d[j]) if np.isfinite(shift[j]) else 0.0
+                    log_d[j] = log_d[j] if np.isfinite(shift[j]) else 0.0
                 spread_rows(shift, C, spread)
                 spread_rows(log_d, C, e)
                 o = flat(out)[lo * C : hi * C]  # indexed from 0: see the module docstring
@@ -1242,7 +1266,7 @@ def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss,
     :func:`flat_scratch`. As there, a row's loss and gradient are NaN when
     its max is not finite, and zero when it is ignored."""
     C = np.uint64(X.shape[1])
-    x, e, spread, shift, d, a, fix = flat_run(X, lo, hi, scratch)
+    x, e, spread, shift, d, a, fix = flat_run_logs(X, lo, hi, scratch)  # a: log(d), then the gradient's scale
     for j in range(hi - lo):
         n = lo + j
         label = y[n]
@@ -1256,7 +1280,7 @@ def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss,
                 lse[n] = shift[j]
             loss[n] = a[j] = 0.0 if ignored else np.nan  # a: the whole row's gradient, here
             continue
-        log_d = math.log(d[j])
+        log_d = a[j]
         row_lse = shift[j] + log_d
         if lse.size:
             lse[n] = row_lse
@@ -1271,8 +1295,17 @@ def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss,
         if z_loss.size:
             z_loss[n] = zl
         fix[j] = X.dtype.type(k * w_y)
-    if not with_grad:
-        return
+    if with_grad:
+        flat_grad(G, y, ignore_index, lo, hi, e, spread, shift, a, fix)
+
+
+@njit(inline="always")
+def flat_grad(G, y, ignore_index, lo, hi, e, spread, shift, a, fix):
+    """Rows ``lo`` to ``hi`` of the gradient of a class-index loss, from their
+    flat run: ``e * a - fix`` at the label, ``e * a`` elsewhere, with ``a``
+    and ``fix`` one value a row. A row ignored or not finite is ``a`` all
+    along (0 or NaN), whatever its exps."""
+    C = np.uint64(G.shape[1])
     spread_rows(a, C, spread)
     g = flat(G)[lo * C : hi * C]  # indexed from 0: see the module docstring
     for i in range(g.size):
@@ -1280,9 +1313,9 @@ def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss,
     for j in range(hi - lo):
         label = y[lo + j]
         if label == ignore_index or not np.isfinite(shift[j]):
-            row_fill(g[j * C : (j + 1) * C], a[j])  # 0 or NaN, whatever the exps
+            row_fill(g[j * C : (j + 1) * C], a[j])
         else:
-            g[j * C + label] -= X.dtype.type(fix[j])
+            g[j * C + label] -= G.dtype.type(fix[j])
 
 
 @kernel(interleave=SUM_INTERLEAVE)
@@ -1607,36 +1640,81 @@ def softmax_focal_rows(X_arg, y_arg, w_arg, ignore_index, gamma, scale, with_gra
     """
     N, C = X_arg.shape
     dt = X_arg.dtype.type
+    flat_rows = C <= FLAT_CLASSES
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
         X, y, w, G, loss = borrow((X_arg, y_arg, w_arg, G_arg, loss_arg))
-        owned = np.empty(C if with_grad else 0, X.dtype)
-        scratch = borrow(owned)
+        owned = np.empty(C if with_grad and not flat_rows else 0, X.dtype)
+        owned_runs = flat_scratch(C, X.dtype, flat_rows)
+        scratch, runs = borrow(owned), borrow(owned_runs)
         first, stop = block_rows(blk, per_block, N)
-        for n in range(first, stop):
-            x = X[n]
-            label = y[n]
-            if label == ignore_index:
-                set_row(loss, G, n, with_grad, 0.0)
-                continue
-            d, shift = row_exp_sum(x, scratch, with_grad)
-            if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
-                set_row(loss, G, n, with_grad, np.nan)
-                continue
-            if C == 1:  # p_y = 1
-                set_row(loss, G, n, with_grad, 0.0)
-                continue
-            w_y = float(w[label])
-            nll = math.log(d) + float(shift - x[label])
-            q = -math.expm1(-nll)
-            q_g = q**gamma
-            loss[n] = w_y * q_g * nll
-            if with_grad:
-                p_y = math.exp(-nll)
-                k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
-                write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label, next_row(X, n))
-                G[n, label] -= dt(scale * w_y * k)
+        if flat_rows:
+            for lo in range(first, stop, np.uint64(FLAT_ROWS)):
+                hi = min(lo + np.uint64(FLAT_ROWS), stop)
+                focal_flat_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, loss, lo, hi, runs)
+        else:
+            for n in range(first, stop):
+                x = X[n]
+                label = y[n]
+                if label == ignore_index:
+                    set_row(loss, G, n, with_grad, 0.0)
+                    continue
+                d, shift = row_exp_sum(x, scratch, with_grad)
+                if not np.isfinite(shift):  # NaN or +inf in the row, or the row all -inf
+                    set_row(loss, G, n, with_grad, np.nan)
+                    continue
+                if C == 1:  # p_y = 1
+                    set_row(loss, G, n, with_grad, 0.0)
+                    continue
+                w_y = float(w[label])
+                loss[n], k = focal_terms(w_y, math.log(d) + float(shift - x[label]), gamma, with_grad)
+                if with_grad:
+                    write_row(G[n], scratch, scale * w_y * k / d, 0.0, 0.0, stream, label, next_row(X, n))
+                    G[n, label] -= dt(scale * w_y * k)
         store_fence()
         keep_alive(owned)
+        keep_alive(owned_runs)
     return ordered_sum(loss_arg)
+
+
+@njit(inline="always")
+def focal_terms(w_y, nll, gamma, with_grad):
+    """A row's focal loss and its gradient's factor ``K`` (see above; 0 unless
+    ``with_grad``), from its weight ``w_y`` and ``nll = -log p_y``."""
+    q = -math.expm1(-nll)
+    q_g = q**gamma
+    k = 0.0
+    if with_grad:
+        p_y = math.exp(-nll)
+        k = q_g * (1.0 + gamma * (p_y * nll / q)) if q > 0.0 and p_y > 0.0 else q_g
+    return w_y * q_g * nll, k
+
+
+@njit(inline="always")
+def focal_flat_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, loss, lo, hi, scratch):
+    """``softmax_focal_rows`` for its rows ``lo`` to ``hi`` (at most
+    FLAT_ROWS) of at most FLAT_CLASSES classes, worked on flat in the
+    ``scratch`` of :func:`flat_scratch`, as :func:`ce_flat_rows`."""
+    C = np.uint64(X.shape[1])
+    x, e, spread, shift, d, a, fix = flat_run_logs(X, lo, hi, scratch)  # a: log(d), then the gradient's scale
+    for j in range(hi - lo):
+        n = lo + j
+        label = y[n]
+        if label == ignore_index:
+            value = 0.0
+        elif not np.isfinite(shift[j]):  # NaN or +inf in the row, or the row all -inf
+            value = np.nan
+        elif C == 1:  # p_y = 1
+            value = 0.0
+        else:
+            w_y = float(w[label])
+            nll = a[j] + float(X.dtype.type(shift[j]) - x[j * C + label])
+            loss[n], k = focal_terms(w_y, nll, gamma, with_grad)
+            a[j] = scale * w_y * k / d[j]
+            fix[j] = X.dtype.type(scale * w_y * k)
+            continue
+        loss[n] = a[j] = value  # a: the whole row's gradient, here
+        fix[j] = 0.0
+    if with_grad:
+        flat_grad(G, y, ignore_index, lo, hi, e, spread, shift, a, fix)
 

@@ -71,3 +71,29 @@ def test_cross_entropy(rng, dtype, n_classes):
     in_place = x.copy()
     nbce.cross_entropy_with_grad(in_place, y, out=in_place, **kw)
     np.testing.assert_array_equal(in_place, grad)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+@pytest.mark.parametrize("n_classes", CLASSES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_focal_loss(rng, dtype, n_classes, gamma):
+    x = short_logits(rng, n_classes, dtype)
+    y = rng.integers(0, n_classes, N)
+    y[[0, MINUS_INF_ROW, FLAT_ROWS * 2]] = -100  # ignored: one of them not finite
+    kw = dict(gamma=gamma, weight=make_weight(rng, n_classes), reduction="none")
+    loss, grad = nbce.softmax_focal_loss_with_grad(x, y, **kw)
+
+    bad, ignored = bad_rows(x), y == -100
+    good = ~bad & ~ignored
+    assert np.isnan(loss[bad & ~ignored]).all() and np.isnan(grad[bad & ~ignored]).all()
+    assert not np.any(loss[ignored]) and not np.any(grad[ignored])
+    if n_classes == 1:  # p_y = 1: where the reference's q**(gamma - 1) is 1 / 0
+        assert not np.any(loss[good]) and not np.any(grad[good])
+    else:
+        assert_close(loss[good], reference.softmax_focal_loss(x[good], y[good], **kw), dtype)
+        assert_close(grad[good], reference.softmax_focal_loss_grad(x[good], y[good], **kw), dtype)
+
+    np.testing.assert_array_equal(nbce.softmax_focal_loss(x, y, **kw), loss)
+    in_place = x.copy()
+    nbce.softmax_focal_loss_with_grad(in_place, y, out=in_place, **kw)
+    np.testing.assert_array_equal(in_place, grad)
