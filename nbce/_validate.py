@@ -56,11 +56,12 @@ class Rows:
             # the common case, without moveaxis and shape arithmetic
             flags = x.flags
             if flags.c_contiguous and flags.aligned:
+                shape = x.shape
                 self.source = self.dest = (1,)
                 self.moves = False
-                self.moved_shape = x.shape
-                self.batch_shape = x.shape[:1]
-                self.n_classes = x.shape[1]
+                self.moved_shape = shape
+                self.batch_shape = shape[:1]
+                self.n_classes = shape[1]
                 self.rows = x
                 return
         if axis is None:

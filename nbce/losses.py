@@ -246,7 +246,8 @@ def _cross_entropy(
         with_grad, grad_rows, _cpu.streams(grad_rows, grad_out is not None), row_loss, row_z_loss, lse, argmax,
     )  # fmt: skip
 
-    results = [check.reduce_losses(rows.restore_batch(row_loss), total, reduction, denominator, x.dtype)]
+    row_loss = rows.restore_batch(row_loss) if reduction == "none" else None  # the others need only the total
+    results = [check.reduce_losses(row_loss, total, reduction, denominator, x.dtype)]
     if with_grad:
         grad = check.finish_grad(grad_rows, rows, grad_out)
         if dtype != x.dtype:
