@@ -19,7 +19,19 @@ x = (4 * rng.standard_normal((257, 1000))).astype(np.float32)
 labels = rng.integers(0, 1000, 257)
 soft = nbce.softmax(rng.standard_normal((257, 1000)).astype(np.float32))
 weight = rng.uniform(0.5, 2.0, 1000)
+# rows of few classes (flat runs), in several blocks of rows that end inside a run
+few = (4 * rng.standard_normal((8192, 21))).astype(np.float32)
+few_labels = rng.integers(0, 21, 8192)
+few_sample_weight = rng.uniform(0.5, 2.0, 8192)
 outputs = [
+    nbce.logsumexp(few),
+    nbce.log_softmax(few),
+    nbce.softmax(few),
+    *nbce.cross_entropy_with_grad(
+        few, few_labels, weight=weight[:21], sample_weight=few_sample_weight, z_loss=1e-3, return_lse=True,
+        return_argmax=True,
+    ),
+    *nbce.softmax_focal_loss_with_grad(few, few_labels, weight=weight[:21]),
     nbce.logsumexp(x),
     nbce.log_softmax(x),
     nbce.softmax(x),
