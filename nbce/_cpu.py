@@ -1064,9 +1064,11 @@ def _log_sums(d, out):
         out[j] = log_vec(d[j])
 
 
-# Compiled on its own, not inlined into the kernels: inlined into ce_rows, its
-# polynomial's constants took registers from the row-by-row path, whose
-# forward pass then took 3-5% more time at C = 100 and 200 (float32).
+# Compiled on its own, not inlined into the kernels: inlined into ce_rows, it
+# made the row-by-row path, whose code it does not touch, take 3-5% more time
+# in the forward pass at C = 100 and 200 (float32; why, not established).
+# Compiled on its own, the threaded build took 0.97-1.00 of the time before,
+# the serial build still 1.02-1.04.
 log_sums = cached_njit(_log_sums, **KERNEL_OPTIONS)
 
 
