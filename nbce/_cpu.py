@@ -971,6 +971,8 @@ def set_row(loss, G, n, with_grad, value):
 # every element of the output. The loops over one row index the run with
 # unsigned integers, not through a slice of the row (a slice cost 1-2 ns a
 # row). The runs' outputs are written with plain stores, never streamed.
+# Label smoothing and probability targets take ce_flat_target_rows (rows of at
+# most FLAT_TARGET_BYTES); rows with a softcap go row by row.
 # A run's logs of its sums of exps are taken in one vectorised loop (log_vec),
 # not by math.log row by row: the focal loss at gamma = 0 keeps the bits of
 # cross-entropy, as both take the same path for the same rows.
@@ -978,6 +980,11 @@ FLAT_CLASSES = 64
 # Rows a run (64, 128 and 512 took within 5% of the time of 256, from
 # 32 x 10 to 131072 x 21 float32).
 FLAT_ROWS = 256
+# Bytes a row at most, for the flat runs of smoothed or probability targets,
+# whose runs take more passes: 64 float32 classes, 32 float64 (4096 x 64
+# float64 rows, smoothed, took 1.11-1.14 of their row-by-row time; 8192 x 32,
+# 0.75-0.86).
+FLAT_TARGET_BYTES = 256
 
 
 @njit(inline="always")
@@ -1016,11 +1023,11 @@ def flat_exp_sums(x, n_classes, shift, e, d):
 
 
 @njit(inline="always")
-def flat_scratch(n_classes, dtype, used):
-    """Scratch of the flat runs (empty unless ``used``): two runs of FLAT_ROWS
-    rows in ``dtype``, and four values a row in float64."""
+def flat_scratch(n_classes, dtype, used, n_runs=2):
+    """Scratch of the flat runs (empty unless ``used``): ``n_runs`` runs of
+    FLAT_ROWS rows in ``dtype``, and four values a row in float64."""
     size = FLAT_ROWS if used else 0
-    return np.empty((2, size * n_classes), dtype), np.empty((4, size))
+    return np.empty((n_runs, size * n_classes), dtype), np.empty((4, size))
 
 
 @njit(inline="always")
@@ -1261,6 +1268,33 @@ def row_loss_terms(ce, tw_sum, s, r, row_lse, d, n_classes, scale, z):
 
 
 @njit(inline="always")
+def flat_row_head(x, C, j, n, ignored, shift, a, loss, z_loss, lse, argmax):
+    """What each row of a flat run of cross-entropy gets first (row ``j`` of
+    the run ``x`` of rows of ``C`` classes, row ``n`` of the batch): its
+    ``argmax``, its ``lse`` and a 0 ``z_loss`` (those not empty). Returns
+    ``(done, log(d), lse)``, ``done`` for a row that then needs nothing more:
+    its loss and its ``a`` (see :func:`flat_grad`) are 0 when ``ignored``,
+    else NaN when its max is not finite."""
+    if argmax.size:
+        argmax[n] = row_argmax(x[j * C : (j + 1) * C])
+    if z_loss.size:
+        z_loss[n] = 0.0
+    if not np.isfinite(shift[j]):  # NaN or +inf in the row, or the row all -inf
+        if lse.size:
+            lse[n] = shift[j]
+        loss[n] = a[j] = 0.0 if ignored else np.nan  # a: the whole row's gradient, here
+        return True, 0.0, 0.0
+    log_d = a[j]
+    row_lse = shift[j] + log_d
+    if lse.size:
+        lse[n] = row_lse
+    if ignored:
+        loss[n] = a[j] = 0.0
+        return True, log_d, row_lse
+    return False, log_d, row_lse
+
+
+@njit(inline="always")
 def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss, z_loss, lse, argmax, lo, hi, scratch):
     """``ce_rows`` for its rows ``lo`` to ``hi`` (at most FLAT_ROWS) of at most
     FLAT_CLASSES classes, with class-index targets, no smoothing and no
@@ -1272,22 +1306,8 @@ def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss,
     for j in range(hi - lo):
         n = lo + j
         label = y[n]
-        ignored = label == ignore_index
-        if argmax.size:
-            argmax[n] = row_argmax(x[j * C : (j + 1) * C])
-        if z_loss.size:
-            z_loss[n] = 0.0
-        if not np.isfinite(shift[j]):  # NaN or +inf in the row, or the row all -inf
-            if lse.size:
-                lse[n] = shift[j]
-            loss[n] = a[j] = 0.0 if ignored else np.nan  # a: the whole row's gradient, here
-            continue
-        log_d = a[j]
-        row_lse = shift[j] + log_d
-        if lse.size:
-            lse[n] = row_lse
-        if ignored:
-            loss[n] = a[j] = 0.0
+        done, log_d, row_lse = flat_row_head(x, C, j, n, label == ignore_index, shift, a, loss, z_loss, lse, argmax)
+        if done:
             continue
         s = sw[n] if sw.size else 1.0
         w_y = float(w[label])
@@ -1298,25 +1318,88 @@ def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss,
             z_loss[n] = zl
         fix[j] = X.dtype.type(k * w_y)
     if with_grad:
-        flat_grad(G, y, ignore_index, lo, hi, e, spread, shift, a, fix)
+        flat_grad(G, y, False, ignore_index, lo, hi, e, spread, shift, a, fix, e[:0])
+
+
+def _ce_flat_target_rows(
+    X, y, T, w, w_sum, sw, ignore_index, eps, scale, z, with_grad, G, loss, z_loss, lse, argmax, lo, hi
+):
+    """:func:`ce_flat_rows` with label smoothing ``eps`` or probabilities
+    ``T`` (when it has rows), in three runs of :func:`flat_scratch` of its
+    own: the third holds the targets' part of the gradient, an element at a
+    time, as ``ce_rows`` subtracts it from a row's scaled exps."""
+    X, y, T, w, sw, G, loss, z_loss, lse, argmax = borrow((X, y, T, w, sw, G, loss, z_loss, lse, argmax))
+    C = np.uint64(X.shape[1])
+    dt = X.dtype.type
+    soft = T.shape[0] > 0
+    keep, spread_eps = dt(1.0 - eps), dt(eps / C)
+    owned = flat_scratch(C, X.dtype, True, 3)
+    scratch = borrow(owned)
+    x, e, spread, shift, d, a, fix = flat_run_logs(X, lo, hi, scratch)  # a: log(d), then the gradient's scale
+    target_part = scratch[0][2][: (hi - lo) * C]
+    for j in range(hi - lo):
+        n = lo + j
+        label = -1 if soft else y[n]
+        ignored = label == ignore_index and not soft
+        done, log_d, row_lse = flat_row_head(x, C, j, n, ignored, shift, a, loss, z_loss, lse, argmax)
+        if done:
+            continue
+        s = sw[n] if sw.size else 1.0
+        row, row_shift = x[j * C : (j + 1) * C], dt(shift[j])
+        part = target_part[j * C : (j + 1) * C]
+        if soft:
+            tw_sum, gap = soft_target_terms(row, T[n], w, row_shift, keep, spread_eps)
+            loss[n], zl, a[j], k = row_loss_terms(log_d * tw_sum + gap, tw_sum, s, s, row_lse, d[j], C, scale, z)
+            t, kt = T[n], dt(k)
+            for c in range(C):
+                part[c] = kt * (w[c] * (keep * t[c] + spread_eps))
+        else:
+            w_y = float(w[label])
+            gap_to_label, gap = float(row_shift - x[j * C + label]), row_weighted_gap(row, row_shift, w)
+            tw_sum, ce = index_target_terms(w_y, eps, C, w_sum, log_d, gap_to_label, gap)
+            loss[n], zl, a[j], k = row_loss_terms(ce, tw_sum, s, s * w_y, row_lse, d[j], C, scale, z)
+            fix[j] = dt(k * (1.0 - eps) * w_y)
+            b = dt(k * eps / C)
+            for c in range(C):
+                part[c] = b * w[c]
+        if z_loss.size:
+            z_loss[n] = zl
+    if with_grad:
+        flat_grad(G, y, soft, ignore_index, lo, hi, e, spread, shift, a, fix, target_part)
+    keep_alive(owned)
+
+
+# Compiled on its own and called once a run, not inlined into ce_rows: there,
+# it made plain calls (class indices, no smoothing), which never run it, take
+# 3-5% more time at 3200 x 10 float32 (the serial build); on its own, they
+# keep theirs. It borrows its arrays again (see borrow): without, smoothed
+# and soft targets at 3200 x 10 took 0.69-0.79 of their row-by-row time,
+# with, 0.54-0.60.
+ce_flat_target_rows = cached_njit(_ce_flat_target_rows, **KERNEL_OPTIONS)
+_interleave.counts[id(ce_flat_target_rows)] = SUM_INTERLEAVE
 
 
 @njit(inline="always")
-def flat_grad(G, y, ignore_index, lo, hi, e, spread, shift, a, fix):
-    """Rows ``lo`` to ``hi`` of the gradient of a class-index loss, from their
-    flat run: ``e * a - fix`` at the label, ``e * a`` elsewhere, with ``a``
-    and ``fix`` one value a row. A row ignored or not finite is ``a`` all
-    along (0 or NaN), whatever its exps."""
+def flat_grad(G, y, soft, ignore_index, lo, hi, e, spread, shift, a, fix, target_part):
+    """Rows ``lo`` to ``hi`` of the gradient of a loss, from their flat run:
+    ``e * a - target_part``, and ``fix`` less at the label (class indices),
+    with ``a`` and ``fix`` one value a row and ``target_part`` one an element
+    (empty: 0). A row ignored or not finite is ``a`` all along (0 or NaN),
+    whatever its exps."""
     C = np.uint64(G.shape[1])
     spread_rows(a, C, spread)
     g = flat(G)[lo * C : hi * C]  # indexed from 0: see the module docstring
-    for i in range(g.size):
-        g[i] = e[i] * spread[i]
+    if target_part.size:
+        for i in range(g.size):
+            g[i] = e[i] * spread[i] - target_part[i]
+    else:
+        for i in range(g.size):
+            g[i] = e[i] * spread[i]
     for j in range(hi - lo):
-        label = y[lo + j]
-        if label == ignore_index or not np.isfinite(shift[j]):
+        label = -1 if soft else y[lo + j]
+        if (label == ignore_index and not soft) or not np.isfinite(shift[j]):
             row_fill(g[j * C : (j + 1) * C], a[j])
-        else:
+        elif not soft:
             g[j * C + label] -= G.dtype.type(fix[j])
 
 
@@ -1335,7 +1418,8 @@ def ce_rows(X_arg, y_arg, T_arg, w_arg, weighted, w_sum, sw_arg, ignore_index, e
     soft = T_arg.shape[0] > 0
     keep = dt(1.0 - eps)
     spread = dt(eps / C) if C else dt(0.0)
-    flat = C <= FLAT_CLASSES and not soft and eps == 0.0 and cap == 0.0
+    targeted = soft or eps > 0.0  # flat, in ce_flat_target_rows
+    flat = cap == 0.0 and C <= (FLAT_TARGET_BYTES // X_arg.itemsize if targeted else FLAT_CLASSES)
     n_blocks, per_block = row_blocks(N, C)
     for blk in prange(n_blocks):
         X, y, T, w, sw, G, loss, z_loss, lse, argmax = borrow(
@@ -1343,15 +1427,22 @@ def ce_rows(X_arg, y_arg, T_arg, w_arg, weighted, w_sum, sw_arg, ignore_index, e
         )
         owned = (np.empty(C if with_grad and not flat else 0, X.dtype), np.empty(C if cap > 0.0 else 0, X.dtype))
         scratch, capped = borrow(owned)
-        owned_runs = flat_scratch(C, X.dtype, flat)
+        owned_runs = flat_scratch(C, X.dtype, flat and not targeted)
         runs = borrow(owned_runs)
         first, stop = block_rows(blk, per_block, N)
         if flat:
             for lo in range(first, stop, np.uint64(FLAT_ROWS)):
                 hi = min(lo + np.uint64(FLAT_ROWS), stop)
-                ce_flat_rows(
-                    X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss, z_loss, lse, argmax, lo, hi, runs
-                )
+                if targeted:
+                    ce_flat_target_rows(
+                        X, y, T, w, w_sum, sw, ignore_index, eps, scale, z, with_grad, G, loss, z_loss, lse, argmax,
+                        lo, hi,
+                    )  # fmt: skip
+                else:
+                    ce_flat_rows(
+                        X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss, z_loss, lse, argmax, lo, hi,
+                        runs,
+                    )  # fmt: skip
         else:
             for n in range(first, stop):
                 x = X[n]
@@ -1718,5 +1809,5 @@ def focal_flat_rows(X, y, w, ignore_index, gamma, scale, with_grad, G, loss, lo,
         loss[n] = a[j] = value  # a: the whole row's gradient, here
         fix[j] = 0.0
     if with_grad:
-        flat_grad(G, y, ignore_index, lo, hi, e, spread, shift, a, fix)
+        flat_grad(G, y, False, ignore_index, lo, hi, e, spread, shift, a, fix, e[:0])
 

@@ -3,7 +3,9 @@
 Rows of at most FLAT_CLASSES classes are worked on FLAT_ROWS at a time, as
 one flat run of elements. These batches span three runs, the last one short,
 with rows that are not finite, ignored or far from 0 at the ends of the runs,
-against float64 references; FLAT_CLASSES + 1 classes take the row-by-row path.
+against float64 references; FLAT_CLASSES + 1 classes take the row-by-row path
+(and fewer for cross-entropy with smoothed or probability targets: rows of
+more than FLAT_TARGET_BYTES).
 """
 
 import numpy as np
@@ -12,10 +14,12 @@ from conftest import DTYPES, assert_close, assert_matches_scipy, make_logits, ma
 
 import nbce
 from nbce import reference
-from nbce._cpu import FLAT_CLASSES, FLAT_ROWS
+from nbce._cpu import FLAT_CLASSES, FLAT_ROWS, FLAT_TARGET_BYTES
 
 N = 2 * FLAT_ROWS + 7
 CLASSES = (1, 3, FLAT_CLASSES, FLAT_CLASSES + 1)
+# the most float64 classes that smoothed and probability targets take flat, and one more
+TARGET_CLASSES = (FLAT_TARGET_BYTES // 8, FLAT_TARGET_BYTES // 8 + 1)
 NAN_ROW, INF_ROW, MINUS_INF_ROW = FLAT_ROWS - 1, FLAT_ROWS, FLAT_ROWS + 1  # across a run's end
 
 
@@ -45,18 +49,28 @@ def test_softmax_family(rng, dtype, n_classes, name):
     assert_matches_scipy(name, x, getattr(nbce, name)(x, axis=-1))
 
 
-@pytest.mark.parametrize("n_classes", CLASSES)
+@pytest.mark.parametrize("targets", ["indices", "smoothed indices", "probabilities", "smoothed probabilities"])
+@pytest.mark.parametrize("n_classes", sorted({*CLASSES, *TARGET_CLASSES}))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cross_entropy(rng, dtype, n_classes):
+def test_cross_entropy(rng, dtype, n_classes, targets):
     x = short_logits(rng, n_classes, dtype)
-    y = rng.integers(0, n_classes, N)
-    y[[0, MINUS_INF_ROW, FLAT_ROWS * 2]] = -100  # ignored: one of them not finite
     kw = dict(
         weight=make_weight(rng, n_classes), sample_weight=rng.uniform(0.5, 2.0, N), z_loss=1e-3, reduction="none"
     )
+    if "smoothed" in targets:
+        kw["label_smoothing"] = 0.2
+    if "probabilities" in targets:
+        y = rng.dirichlet(np.ones(n_classes), N).astype(dtype)
+        y[1, 0] = 0.0  # no target mass: adds nothing, even at -inf
+        y[N - 1] = np.eye(n_classes)[0]
+        ignored = np.zeros(N, bool)
+    else:
+        y = rng.integers(0, n_classes, N)
+        y[[0, MINUS_INF_ROW, FLAT_ROWS * 2]] = -100  # ignored: one of them not finite
+        ignored = y == -100
     loss, grad, lse, argmax = nbce.cross_entropy_with_grad(x, y, return_lse=True, return_argmax=True, **kw)
 
-    bad, ignored = bad_rows(x), y == -100
+    bad = bad_rows(x)
     good = ~bad & ~ignored
     assert np.isnan(loss[bad & ~ignored]).all() and np.isnan(grad[bad & ~ignored]).all()
     assert not np.any(loss[ignored]) and not np.any(grad[ignored])

@@ -31,6 +31,8 @@ outputs = [
         few, few_labels, weight=weight[:21], sample_weight=few_sample_weight, z_loss=1e-3, return_lse=True,
         return_argmax=True,
     ),
+    *nbce.cross_entropy_with_grad(few, few_labels, weight=weight[:21], label_smoothing=0.1),
+    *nbce.cross_entropy_with_grad(few, nbce.softmax(few * 0.5), weight=weight[:21], label_smoothing=0.1),
     *nbce.softmax_focal_loss_with_grad(few, few_labels, weight=weight[:21]),
     nbce.logsumexp(x),
     nbce.log_softmax(x),
