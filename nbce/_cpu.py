@@ -983,7 +983,7 @@ FLAT_ROWS = 256
 # Bytes a row at most, for the flat runs of smoothed or probability targets,
 # whose runs take more passes: 64 float32 classes, 32 float64 (4096 x 64
 # float64 rows, smoothed, took 1.11-1.14 of their row-by-row time; 8192 x 32,
-# 0.75-0.86).
+# 0.75-0.88).
 FLAT_TARGET_BYTES = 256
 
 
@@ -1373,7 +1373,7 @@ def _ce_flat_target_rows(
 # it made plain calls (class indices, no smoothing), which never run it, take
 # 3-5% more time at 3200 x 10 float32 (the serial build); on its own, they
 # keep theirs. It borrows its arrays again (see borrow): without, smoothed
-# and soft targets at 3200 x 10 took 0.69-0.79 of their row-by-row time,
+# and soft targets at 3200 x 10 took 0.72-0.79 of their row-by-row time,
 # with, 0.54-0.60.
 ce_flat_target_rows = cached_njit(_ce_flat_target_rows, **KERNEL_OPTIONS)
 _interleave.counts[id(ce_flat_target_rows)] = SUM_INTERLEAVE
