@@ -1348,20 +1348,23 @@ def _ce_flat_target_rows(
         row, row_shift = x[j * C : (j + 1) * C], dt(shift[j])
         part = target_part[j * C : (j + 1) * C]
         if soft:
-            tw_sum, gap = soft_target_terms(row, T[n], w, row_shift, keep, spread_eps)
+            t = T[n]
+            tw_sum, gap = soft_target_terms(row, t, w, row_shift, keep, spread_eps)
             loss[n], zl, a[j], k = row_loss_terms(log_d * tw_sum + gap, tw_sum, s, s, row_lse, d[j], C, scale, z)
-            t, kt = T[n], dt(k)
-            for c in range(C):
-                part[c] = kt * (w[c] * (keep * t[c] + spread_eps))
+            if with_grad:
+                kt = dt(k)
+                for c in range(C):
+                    part[c] = kt * (w[c] * (keep * t[c] + spread_eps))
         else:
             w_y = float(w[label])
             gap_to_label, gap = float(row_shift - x[j * C + label]), row_weighted_gap(row, row_shift, w)
             tw_sum, ce = index_target_terms(w_y, eps, C, w_sum, log_d, gap_to_label, gap)
             loss[n], zl, a[j], k = row_loss_terms(ce, tw_sum, s, s * w_y, row_lse, d[j], C, scale, z)
             fix[j] = dt(k * (1.0 - eps) * w_y)
-            b = dt(k * eps / C)
-            for c in range(C):
-                part[c] = b * w[c]
+            if with_grad:
+                b = dt(k * eps / C)
+                for c in range(C):
+                    part[c] = b * w[c]
         if z_loss.size:
             z_loss[n] = zl
     if with_grad:
