@@ -1100,8 +1100,10 @@ log_sums = cached_njit(_log_sums, **KERNEL_OPTIONS)
 
 @kernel(interleave=SUM_INTERLEAVE)
 def logsumexp_rows(X, out):
-    # The one kernel that does not borrow its arrays (see borrow): borrowed, it
-    # took 3.5-5.5% more time than this form (3200 x 10 and 131072 x 21 float32).
+    # The flat runs do not borrow their arrays (see borrow): borrowed, they
+    # took 3.5-5.5% more time than this form (3200 x 10 and 131072 x 21
+    # float32). The rows one by one do: serial, at 256 x 1000 float32 (in
+    # cache), they took 0.87 of the time without borrowing.
     N, C = X.shape
     flat_rows = C <= FLAT_CLASSES
     n_blocks, per_block = row_blocks(N, C)
@@ -1115,8 +1117,9 @@ def logsumexp_rows(X, out):
                 for j in range(hi - lo):
                     out[lo + j] = lse_from(log_d[j], shift[j])
         else:
+            rows = borrow(X)
             for n in range(first, stop):
-                d, shift = row_exp_sum(X[n], X[n], False)
+                d, shift = row_exp_sum(rows[n], rows[n], False)
                 out[n] = lse_from(math.log(d), shift)
 
 
