@@ -703,13 +703,28 @@ SUM_CHUNK = 512
 HEAD = 64
 # Elements per block of rows handed to one thread (at least one row).
 BLOCK_ELEMENTS = 1 << 16
+# Blocks a threaded call splits into, a multiple of (see row_blocks).
+BLOCK_MULTIPLE = 8
 
 
 @njit(inline="always")
 def row_blocks(n_rows, n_classes):
-    """Number of blocks of consecutive rows, about BLOCK_ELEMENTS each."""
-    rows_per_block = max(1, BLOCK_ELEMENTS // max(n_classes, 1))
-    return (n_rows + rows_per_block - 1) // rows_per_block, rows_per_block
+    """``(number of blocks, rows per block)``: blocks of consecutive rows,
+    about BLOCK_ELEMENTS each (at least one row).
+
+    Arrays for the threaded build (see ``Kernel.build``) get blocks of equal
+    size (the last may be shorter), their number a multiple of BLOCK_MULTIPLE
+    (rows allowing): the threads share the blocks out in equal runs, and with
+    3 blocks of 1008 rows and 32 rows (2048 x 65), one thread took 2016 rows
+    and the other 32.
+    """
+    C = max(n_classes, 1)
+    per_block = max(1, BLOCK_ELEMENTS // C)
+    if n_rows * C >= PARALLEL_MIN_ELEMENTS:
+        blocks = -(-n_rows // per_block)
+        blocks = min(n_rows, -(-blocks // BLOCK_MULTIPLE) * BLOCK_MULTIPLE)
+        per_block = -(-n_rows // blocks)
+    return -(-n_rows // per_block), per_block
 
 
 @njit(inline="always")

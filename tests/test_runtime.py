@@ -6,7 +6,7 @@ import pytest
 from conftest import KERNEL_DISPATCHERS, run_python
 
 import nbce
-from nbce import reference
+from nbce import _cpu, reference
 
 EVERY_FUNCTION = """
 import hashlib
@@ -19,10 +19,11 @@ x = (4 * rng.standard_normal((257, 1000))).astype(np.float32)
 labels = rng.integers(0, 1000, 257)
 soft = nbce.softmax(rng.standard_normal((257, 1000)).astype(np.float32))
 weight = rng.uniform(0.5, 2.0, 1000)
-# rows of few classes (flat runs), in several blocks of rows that end inside a run
-few = (4 * rng.standard_normal((8192, 21))).astype(np.float32)
-few_labels = rng.integers(0, 21, 8192)
-few_sample_weight = rng.uniform(0.5, 2.0, 8192)
+# rows of few classes (flat runs), in several blocks of rows that end inside a
+# run (8 blocks of 1000 rows)
+few = (4 * rng.standard_normal((8000, 21))).astype(np.float32)
+few_labels = rng.integers(0, 21, 8000)
+few_sample_weight = rng.uniform(0.5, 2.0, 8000)
 outputs = [
     nbce.logsumexp(few),
     nbce.log_softmax(few),
@@ -65,6 +66,20 @@ def test_results_do_not_depend_on_the_thread_count():
     two = run_python(EVERY_FUNCTION, NUMBA_NUM_THREADS="2").split()
     assert one[0] == "1" and two[0] == "2"
     assert one[1] == two[1]
+
+
+@pytest.mark.parametrize(
+    "n_rows, n_classes",
+    [(0, 5), (1, 10), (32, 10), (519, 64), (2048, 65), (8000, 21), (65536, 10), (256, 1000), (4096, 32000), (5, 10**6)],
+)
+def test_blocks_of_rows_share_the_rows_out_equally(n_rows, n_classes):
+    # the kernels' blocks: per_block rows each, the last one shorter but not empty
+    n_blocks, per_block = _cpu.row_blocks(n_rows, n_classes)
+    assert per_block >= 1 and (n_blocks - 1) * per_block < n_rows <= n_blocks * per_block or n_rows == n_blocks == 0
+    if n_rows * n_classes < _cpu.PARALLEL_MIN_ELEMENTS:  # the serial build's calls: one block
+        assert n_blocks == min(n_rows, 1)
+    else:  # threaded: two threads get equal shares (unless each row is a block)
+        assert n_blocks % 2 == 0 or n_blocks == n_rows
 
 
 def test_import_compiles_nothing():
