@@ -1,11 +1,13 @@
 """Rows of few classes, which the kernels work on as flat runs.
 
-Rows of at most FLAT_CLASSES classes are worked on FLAT_ROWS at a time, as
-one flat run of elements. These batches span three runs, the last one short,
-with rows that are not finite, ignored or far from 0 at the ends of the runs,
-against float64 references; FLAT_CLASSES + 1 classes take the row-by-row path
-(and fewer for cross-entropy with smoothed or probability targets: rows of
-more than FLAT_TARGET_BYTES).
+Short rows are worked on FLAT_ROWS at a time, as one flat run of elements:
+rows of at most FLAT_CLASSES classes in log_softmax and softmax, of at most
+FLAT_BYTES in logsumexp and cross-entropy, of at most FLAT_TARGET_BYTES in
+cross-entropy with smoothed or probability targets. These batches span several
+runs (three; or the threaded build's 8 blocks of 65 rows, from 64 classes), the
+last one short, with rows that are not finite, ignored or far from 0 at the
+ends of the runs, checked against float64 references at each limit and one
+class past it (the row-by-row path).
 """
 
 import numpy as np
@@ -14,10 +16,11 @@ from conftest import DTYPES, assert_close, assert_matches_scipy, make_logits, ma
 
 import nbce
 from nbce import reference
-from nbce._cpu import FLAT_CLASSES, FLAT_ROWS, FLAT_TARGET_BYTES
+from nbce._cpu import FLAT_BYTES, FLAT_CLASSES, FLAT_ROWS, FLAT_TARGET_BYTES
 
 N = 2 * FLAT_ROWS + 7
-CLASSES = (1, 3, FLAT_CLASSES, FLAT_CLASSES + 1)
+# the limits (float32 classes for the bytes) and one more class
+CLASSES = (1, 3, FLAT_CLASSES, FLAT_CLASSES + 1, FLAT_BYTES // 4, FLAT_BYTES // 4 + 1)
 # the most float64 classes that smoothed and probability targets take flat, and one more
 TARGET_CLASSES = (FLAT_TARGET_BYTES // 8, FLAT_TARGET_BYTES // 8 + 1)
 NAN_ROW, INF_ROW, MINUS_INF_ROW = FLAT_ROWS - 1, FLAT_ROWS, FLAT_ROWS + 1  # across a run's end

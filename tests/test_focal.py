@@ -206,7 +206,8 @@ def test_softmax_gamma_zero_is_cross_entropy(rng, dtype, reduction, weighted, ig
     np.testing.assert_allclose(grad, ce_grad, rtol=4 * eps, atol=4 * eps)
 
 
-@pytest.mark.parametrize("n_classes", [21, 64, 65, 300])  # rows of flat runs (<= 64 classes) and longer rows
+# rows of flat runs (<= FLAT_BYTES: 64 float64, 128 float32 classes) and longer rows
+@pytest.mark.parametrize("n_classes", [21, 64, 65, 128, 129, 300])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_gamma_zero_is_cross_entropy_in_longer_rows(rng, dtype, n_classes):
     logits = (3 * rng.standard_normal((40, n_classes))).astype(dtype)
