@@ -996,8 +996,8 @@ FLAT_CLASSES = 64
 # Bytes a row at most, for the flat runs of logsumexp, cross-entropy (class
 # indices, no smoothing) and the softmax focal loss: 128 float32 classes, 64
 # float64. Against their rows one by one, float32 (2048 rows, threaded): at
-# 65, 100 and 128 classes the fused gradient took 0.71, 0.82 and 0.91 of the
-# time, the loss 0.44-0.74, logsumexp 0.68-0.84, the focal loss 0.73-0.79;
+# 65, 100 and 128 classes the fused gradient took 0.71, 0.85 and 0.92 of the
+# time, the loss 0.45-0.75, logsumexp 0.67-0.83, the focal loss 0.73-0.86;
 # at 160 and 192 the fused gradient took 1.24 and 1.08. log_softmax and
 # softmax took up to 1.21 at 128 classes. float64 at 100 classes: the fused
 # gradient 1.00, at 128 1.08.
@@ -1040,8 +1040,8 @@ _interleave.counts[id(exp_shifted)] = 4
 @njit(inline="always")
 def flat_exp_sums(x, n_classes, shift, e, d):
     """For the rows held flat in ``x`` (row n is ``x[n * C : (n + 1) * C]``,
-    C <= SUM_CHUNK): ``shift[n]``, ``d[n] = sum(exp(row -
-    shift[n]))`` and ``e = exp(x - shift)``, as :func:`row_exp_sum` gives them.
+    C <= SUM_CHUNK): ``shift[n]``, ``d[n] = sum(exp(row - shift[n]))`` and
+    ``e = exp(x - shift)``, as :func:`row_exp_sum` gives them.
 
     The first shift is the row's max over :func:`order_key`, so no sum
     overflows: a sum that is not finite comes from a NaN or +inf, or a row all
@@ -1339,10 +1339,10 @@ def flat_row_head(x, C, j, n, ignored, shift, a, loss, z_loss, lse, argmax):
 @njit(inline="always")
 def ce_flat_rows(X, y, w, w_sum, sw, ignore_index, scale, z, with_grad, G, loss, z_loss, lse, argmax, lo, hi, scratch):
     """``ce_rows`` for its rows ``lo`` to ``hi`` (at most FLAT_ROWS) of at most
-    FLAT_BYTES, with class-index targets, no smoothing and no
-    softcap, worked on flat (see FLAT_BYTES) in the ``scratch`` of
-    :func:`flat_scratch`. As there, a row's loss and gradient are NaN when
-    its max is not finite, and zero when it is ignored."""
+    FLAT_BYTES, with class-index targets, no smoothing and no softcap, worked
+    on flat in the ``scratch`` of :func:`flat_scratch`. As there, a row's loss
+    and gradient are NaN when its max is not finite, and zero when it is
+    ignored."""
     C = np.uint64(X.shape[1])
     x, e, spread, shift, d, a, fix = flat_run_logs(X, lo, hi, scratch)  # a: log(d), then the gradient's scale
     for j in range(hi - lo):
