@@ -703,7 +703,7 @@ SUM_CHUNK = 512
 HEAD = 64
 # Elements per block of rows handed to one thread (at least one row).
 BLOCK_ELEMENTS = 1 << 16
-# Blocks a threaded call splits into, a multiple of (see row_blocks).
+# A threaded call's number of blocks is a multiple of this (see row_blocks).
 BLOCK_MULTIPLE = 8
 
 
