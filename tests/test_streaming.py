@@ -1,9 +1,10 @@
 """Gradients written into an ``out=`` of STREAM_MIN_BYTES and more are stored
 with non-temporal stores of whole cache lines, while the next input row is
-prefetched. Lowering the threshold sends small arrays down that path: rows of
-C = 1003 classes start at every offset from a cache line, and the targets
-fall at both ends of a row. Checked against the path that stores normally and
-float64 references.
+prefetched (and float32 rows their own further on: PREFETCH_AHEAD_BYTES).
+Lowering the threshold sends small arrays down that path: rows of C = 1103
+classes start at every offset from a cache line and are longer than the
+prefetch distance, and the targets fall at both ends of a row. Checked
+against the path that stores normally and float64 references.
 """
 
 import numpy as np
@@ -13,7 +14,8 @@ from conftest import DTYPES, assert_close, make_logits
 import nbce
 from nbce import _cpu, reference
 
-N, C = 40, 1003
+N, C = 40, 1103
+assert C * 4 > _cpu.PREFETCH_AHEAD_BYTES
 
 
 @pytest.fixture
