@@ -6,6 +6,7 @@ import scipy.special
 from conftest import DTYPES, assert_unchanged, make_logits, read_only, snapshot
 
 import nbce
+from nbce import _cpu
 
 FUNCTIONS = {
     "logsumexp": (nbce.logsumexp, scipy.special.logsumexp),
@@ -65,6 +66,22 @@ def test_large_input(rng, dtype, name):
     result = FUNCTIONS[name][0](x)
     for rows in (slice(0, 3), slice(150, 151), slice(290, 300)):
         np.testing.assert_array_equal(FUNCTIONS[name][0](x[rows]), result[rows])
+
+
+def test_large_float32_softmax_computes_its_exps_twice(rng):
+    # Rows of SOFTMAX_TWICE_ROW_BYTES and more in a float32 array of
+    # STREAM_MIN_BYTES compute each exp again rather than store it: the same
+    # bits as a small batch of the same rows (whose exps are stored), special
+    # rows included, and scipy's values.
+    C = _cpu.SOFTMAX_TWICE_ROW_BYTES // 4 + 5
+    N = -(-_cpu.STREAM_MIN_BYTES // (4 * C))
+    x = make_logits(rng, (N, C), np.float32)
+    x[1, 7], x[2, C - 1], x[3], x[4, C - 2] = np.nan, np.inf, -np.inf, 1000.0  # the last overflows its head's shift
+    assert x.nbytes >= _cpu.STREAM_MIN_BYTES
+    got = nbce.softmax(x)
+    np.testing.assert_allclose(got, scipy_result("softmax", x), rtol=RTOL[np.float32], atol=ATOL[np.float32])
+    for rows in (slice(0, 6), slice(N - 2, N)):
+        np.testing.assert_array_equal(nbce.softmax(x[rows]), got[rows])
 
 
 SPECIAL_ROWS = [
