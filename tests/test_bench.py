@@ -3,6 +3,9 @@
 import json
 import time
 
+import numpy as np
+import pytest
+
 from nbce import bench
 from nbce.__main__ import main
 
@@ -22,13 +25,26 @@ def test_bench_writes_table_json_plot_and_page(tmp_path, capsys):
         (f, n, c) for f in ("logsumexp", "cross_entropy_with_grad") for n, c in bench.SMALL_SHAPES
     }
     for r in records:
-        assert set(r["times"]) >= {"nbce", "roofline", "scipy"}
+        assert set(r["times"]) >= {"nbce", "roofline", "exps", "scipy"}
         assert all(t > 0 for t in r["times"].values())
         assert r["vs_roofline"] == r["times"]["nbce"] / r["times"]["roofline"]
+        assert r["vs_exps"] == r["times"]["nbce"] / r["times"]["exps"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = page.read_text()
     assert "| logsumexp | float32 | 32x10 |" in text and "throughput.png" in text
     assert "cross_entropy_with_grad" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", [(3, 70), (40, 1000)])  # serial build; threaded (PARALLEL_MIN_ELEMENTS)
+def test_exp_floor_sums_the_exps_of_the_first_row_in_every_row(shape):
+    data = bench.make_data(*shape, "float32")
+    x = data["x"]
+    x[0, -1] = x[0, :64].max() + 5.0  # past the head: the shift is the max of its first 64 elements only
+    out = np.full(shape[0], np.nan)
+    bench.exp_floor.build(x)(x, out)
+    row = x[0].astype(np.float64)
+    expected = np.exp(row - row[:64].max()).sum()
+    np.testing.assert_allclose(out, np.full(shape[0], expected), rtol=1e-6)
 
 
 def test_a_slow_first_call_is_not_taken_as_the_time():

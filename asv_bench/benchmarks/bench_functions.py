@@ -1,9 +1,10 @@
 """asv benchmarks over the table of cases that ``nbce bench`` also runs.
 
 Every public function is timed (``time_``) and its peak memory measured
-(``peakmem_``) for nbce, the scipy/NumPy baseline, PyTorch (when importable)
-and the streaming roofline, over dtype x shape; and the options of
-``cross_entropy_with_grad`` are timed beside its plain call.
+(``peakmem_``) for nbce, the scipy/NumPy baseline, PyTorch (when importable),
+the streaming roofline and the arithmetic floor (``exps``), over dtype x
+shape; and the options of ``cross_entropy_with_grad`` are timed beside its
+plain call.
 """
 
 from nbce.bench import CASES, DTYPES, IMPLEMENTATIONS, OPTIONS_SHAPE, SHAPES, make_data, option_calls
